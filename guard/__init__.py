@@ -1,0 +1,1 @@
+"""Guard layer (PII, prompt injection, YAML rules): issue #7. Not implemented yet."""

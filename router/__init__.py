@@ -1,0 +1,1 @@
+"""Semantic router (ONNX embeddings + FAISS): issue #6. Not implemented yet."""
