@@ -1,0 +1,132 @@
+"""``nfctl``: the admin CLI. Talks to the supervisor's gRPC socket only.
+
+    nfctl status            supervisor, cgroup backend, agents
+    nfctl agents            one line per agent
+    nfctl invoke NAME JSON  run one request (JSON is the agent's input)
+
+Add ``--json`` for machine-readable output. Exit status: 0 ok, 1 the request
+failed (the error code is printed), 2 usage, 3 supervisor unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from neuroflow.v1 import supervisor_pb2 as pb
+from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+DEFAULT_SOCKET = os.environ.get("NEUROFLOW_SOCKET", "/run/neuroflow/supervisor.sock")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n // (1024 * 1024)}MiB" if n else "-"
+
+
+def _agent_rows(agents: Any) -> list[list[str]]:
+    return [[a.name, a.version or "-", a.state, a.release[:12] or "-", str(a.workers), str(a.busy),
+             str(a.requests), str(a.failures), _mib(a.limits.memory_bytes),
+             f"{a.limits.cpu:g}" if a.limits.cpu else "-", a.detail[:60]] for a in agents]
+
+
+_AGENT_HEADER = ["agent", "version", "state", "release", "workers", "busy", "requests", "failed",
+                 "memory", "cpu", "detail"]
+
+
+def cmd_status(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    st = stub.Status(pb.StatusRequest(), timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(st, preserving_proto_field_name=True))
+        return 0
+    print(f"supervisor  pid {st.pid}, version {st.version}, up {st.uptime_s:.0f} s, "
+          f"{st.requests} requests ({st.failures} failed)")
+    print(f"state       {st.state_dir}")
+    print(f"cgroups     {st.cgroup.backend} ({', '.join(st.cgroup.controllers)}): {st.cgroup.reason}")
+    print(f"            {st.cgroup.root}")
+    print()
+    print(_table(_agent_rows(st.agents), _AGENT_HEADER))
+    return 0
+
+
+def cmd_agents(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    reply = stub.ListAgents(pb.ListAgentsRequest(), timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(_table(_agent_rows(reply.agents), _AGENT_HEADER))
+    return 0
+
+
+def cmd_invoke(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    try:
+        value = json.loads(args.input)
+    except ValueError:
+        value = args.input  # plain text is a JSON string input
+    call = pb.InvokeCall(agent=args.name, input_json=json.dumps(value).encode(),
+                         request_id=f"nfctl-{uuid.uuid4().hex[:12]}", session=args.session or "",
+                         timeout_ms=int(args.deadline * 1000) if args.deadline else 0)
+    reply = stub.Invoke(call, timeout=(args.deadline or 300) + 10)
+    if reply.HasField("error"):
+        if args.json:
+            print(json.dumps({"error": {"code": reply.error.code, "message": reply.error.message},
+                              "request_id": reply.request_id}))
+        else:
+            print(f"error: {reply.error.code}: {reply.error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    output = json.loads(reply.output_json or b"null")
+    if args.json:
+        print(json.dumps({"output": output, "agent": reply.agent, "version": reply.version,
+                          "request_id": reply.request_id, "worker": reply.worker_id,
+                          "duration_ms": round(reply.duration_ms, 3)}, ensure_ascii=False))
+    else:
+        print(json.dumps(output, ensure_ascii=False, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nfctl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket", default=DEFAULT_SOCKET,
+                        help="supervisor socket (default: $NEUROFLOW_SOCKET or %(default)s)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--timeout", type=float, default=10, help="seconds for admin calls")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="supervisor and agents").set_defaults(func=cmd_status)
+    sub.add_parser("agents", help="list agents").set_defaults(func=cmd_agents)
+    inv = sub.add_parser("invoke", help="run one request")
+    inv.add_argument("name")
+    inv.add_argument("input", help="the agent's input as JSON (plain text becomes a string)")
+    inv.add_argument("--session")
+    inv.add_argument("--deadline", type=float, help="seconds (default: the agent's timeout)")
+    inv.set_defaults(func=cmd_invoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    target = args.socket if ":" in args.socket else f"unix:{args.socket}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            return int(args.func(pb_grpc.SupervisorStub(channel), args))
+        except grpc.RpcError as exc:
+            print(f"nfctl: cannot reach the supervisor at {args.socket}: {exc.details()}",  # type: ignore[attr-defined]
+                  file=sys.stderr)
+            return EXIT_UNREACHABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

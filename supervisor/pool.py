@@ -1,0 +1,282 @@
+"""One agent release's sandbox: its zygote, its pool of workers, and dispatch.
+
+Requests go to the ready worker with the fewest in flight, up to the agent's
+per-worker concurrency; when every worker is full a new one is forked (up to
+``pool.max``) and the request waits in a bounded queue until its deadline.
+A worker that dies is replaced; only the requests it held fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from neuroflow.sdk.manifest import Limits, Manifest
+from neuroflow.v1 import worker_pb2 as wpb
+
+from .config import Config
+from .errors import AgentUnavailable, DeadlineExceeded, Overloaded, ShuttingDown
+from .sandbox import SandboxSpec
+from .sandbox.cgroup_common import GroupLimits
+from .sandbox.cgroups import Cgroups, Leaf
+from .worker import Worker
+from .zygote_handle import Zygote
+
+log = logging.getLogger("neuroflow.pool")
+
+#: A pool whose workers keep dying is not respawned faster than this.
+_RESPAWN_BACKOFF = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    failures: int = 0
+    restarts: int = 0
+    by_error: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class AgentPool:
+    def __init__(self, manifest: Manifest, release: str, release_dir: str, config: Config,
+                 cgroups: Cgroups, uid: int, runtime_paths: tuple[str, ...]) -> None:
+        self.manifest = manifest
+        self.name = manifest.name
+        self.release = release
+        self.release_dir = release_dir
+        self.config = config
+        self.cgroups = cgroups
+        self.uid = uid
+        self.runtime_paths = runtime_paths
+        self.limits: Limits = config.defaults.resolve(manifest.limits)
+        self.pool_min = manifest.pool.min if manifest.pool.min is not None else config.defaults.pool_min
+        self.pool_max = max(manifest.pool.max or config.defaults.pool_max, self.pool_min, 1)
+        self.config_json = json.dumps(dict(manifest.config)).encode()
+        self.state = "starting"
+        self.detail = ""
+        self.workers: list[Worker] = []
+        self.counters = Counters()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._zygote: Zygote | None = None
+        self._group: Leaf | None = None
+        self._seq = 0
+        self._crashes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.group_parts = (f"{self.name}.{release[:12]}",)
+
+    # -- lifecycle ---------------------------------------------------------
+    def _group_limits(self) -> GroupLimits:
+        return GroupLimits(memory=self.limits.memory, cpu=self.limits.cpu, pids=self.limits.pids)
+
+    async def start(self) -> None:
+        try:
+            await self._start_zygote()
+        except AgentUnavailable as exc:
+            self.state, self.detail = "failed", exc.message
+            log.error("agent failed to start: %s", exc.message, extra={"agent": self.name})
+            return
+        self.state = "ready"
+        await asyncio.gather(*(self._spawn() for _ in range(self.pool_min)), return_exceptions=True)
+        log.info("agent ready", extra={"agent": self.name, "release": self.release,
+                                       "workers": len(self.workers)})
+
+    async def _start_zygote(self) -> None:
+        self._group = await asyncio.to_thread(self.cgroups.create, *self.group_parts, parent=True)
+        zygote_leaf = await asyncio.to_thread(
+            self.cgroups.create, *self.group_parts, "zygote", limits=self._group_limits()
+        )
+        root_dir = self.config.state_dir / "run" / "roots" / f"{self.name}.{self.release[:12]}"
+        root_dir.mkdir(parents=True, exist_ok=True)
+        spec = SandboxSpec(
+            agent=self.name, release=self.release, release_dir=self.release_dir,
+            entry=self.manifest.entry, uid=self.uid, gid=self.uid, root_dir=str(root_dir),
+            runtime_paths=self.runtime_paths, seccomp_profile=self.manifest.seccomp,
+            zygote_procs=tuple(zygote_leaf.procs_files()), supervisor_pid=os.getpid(),
+        )
+        self._zygote = Zygote(spec)
+        await self._zygote.start()
+        self._zygote.dead.add_done_callback(self._on_zygote_dead)
+
+    def _on_zygote_dead(self, fut: asyncio.Future[str]) -> None:
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state, self.detail = "failed", f"sandbox exited: {fut.result()}"
+        log.error("agent sandbox died", extra={"agent": self.name, "detail": self.detail})
+        self._background(self._restart_zygote())
+
+    async def _restart_zygote(self) -> None:
+        for delay in _RESPAWN_BACKOFF[1:] + (_RESPAWN_BACKOFF[-1],) * 1000:
+            await asyncio.sleep(delay)
+            if self.state in ("stopping", "stopped"):
+                return
+            try:
+                await self._start_zygote()
+            except AgentUnavailable as exc:
+                self.detail = exc.message
+                continue
+            self.state, self.detail = "ready", ""
+            self.counters.restarts += 1
+            self._ensure_min()
+            return
+
+    def create_worker_leaf(self, worker_id: str, pid: int) -> Leaf:
+        """Runs in a thread: create the worker's cgroup and move it there."""
+        leaf = self.cgroups.create(*self.group_parts, worker_id, limits=self._group_limits())
+        leaf.add(pid)
+        return leaf
+
+    async def _spawn(self) -> Worker | None:
+        if self._zygote is None or self.state != "ready":
+            return None
+        self._seq += 1
+        worker = Worker(self, f"w{self._seq}")
+        worker.on_dead = self._on_worker_dead
+        self.workers.append(worker)
+        try:
+            await worker.start(lambda wid, fds, cpu: self._zygote.spawn(worker, fds, cpu))  # type: ignore[union-attr]
+        except Exception as exc:  # a failed spawn is logged and retried by _ensure_min
+            log.error("worker failed to start: %s", exc, extra={"agent": self.name, "worker": worker.id})
+            worker.kill(f"it failed to start ({exc})")
+            return None
+        self._crashes = 0
+        self.on_worker_free(worker)
+        return worker
+
+    def _on_worker_dead(self, worker: Worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if worker.leaf is not None:
+            leaf = worker.leaf
+            asyncio.get_running_loop().run_in_executor(None, _remove_leaf, leaf)
+        if worker.kill_reason is None and self.state == "ready":
+            self._crashes += 1
+        if self.state == "ready":
+            self._ensure_min()
+
+    def _ensure_min(self) -> None:
+        missing = self.pool_min - len(self.workers)
+        if missing <= 0 and not (self._waiters and len(self.workers) < self.pool_max):
+            return
+        delay = _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)]
+
+        async def respawn() -> None:
+            await asyncio.sleep(delay)
+            await self._spawn()
+
+        for _ in range(max(missing, 1)):
+            self._background(respawn())
+
+    def _background(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Drain: finish in-flight requests (bounded), then end the sandbox."""
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(ShuttingDown(f"agent {self.name} is shutting down"))
+        deadline = time.monotonic() + self.config.drain_timeout
+        while any(w.inflight for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for w in list(self.workers):
+            w.close_input()
+        exiting = [w.gone for w in self.workers]
+        if exiting:
+            await asyncio.wait(exiting, timeout=2)
+        for w in list(self.workers):
+            w.kill("the supervisor is shutting down")
+        if self._zygote is not None:
+            await self._zygote.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        self.state = "stopped"
+
+    # -- dispatch ----------------------------------------------------------
+    def _pick(self) -> Worker | None:
+        best: Worker | None = None
+        cap = self.limits.concurrency or 1
+        for w in self.workers:
+            if w.state == "ready" and len(w.inflight) < cap and (best is None or w.load < best.load):
+                best = w
+        return best
+
+    def on_worker_free(self, worker: Worker) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def _acquire(self, deadline: float, timeout: float) -> Worker:
+        while True:
+            if self.state != "ready":
+                raise AgentUnavailable(f"agent {self.name} is {self.state}: {self.detail or 'not ready'}")
+            worker = self._pick()
+            if worker is not None:
+                return worker
+            if len(self._waiters) >= self.config.max_queue:
+                raise Overloaded(f"agent {self.name} has {len(self._waiters)} requests queued; try again later")
+            starting = sum(1 for w in self.workers if w.state == "spawning")
+            if len(self.workers) < self.pool_max and starting * (self.limits.concurrency or 1) <= len(self._waiters):
+                self._background(self._spawn())
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"agent {self.name} had no free worker within the {timeout:g} s deadline"
+                ) from None
+            finally:
+                if not fut.done():
+                    fut.cancel()
+
+    async def invoke(self, request: wpb.InvokeRequest) -> tuple[wpb.InvokeResult, Worker]:
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else (self.limits.timeout or 30.0)
+        request.timeout_ms = int(timeout * 1000)
+        deadline = time.monotonic() + timeout
+        self.counters.requests += 1
+        worker = await self._acquire(deadline, timeout)
+        fut = worker.submit(request)
+        frame_id = request.id
+        try:
+            result = await asyncio.wait_for(asyncio.shield(fut), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            worker.abandon(frame_id, f"overran its {timeout:g} s deadline")
+            raise DeadlineExceeded(f"agent {self.name} did not answer within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            worker.abandon(frame_id, "was cancelled by its caller")
+            raise
+        return result, worker
+
+    # -- events from workers ---------------------------------------------------
+    def on_metric(self, worker: Worker, metric: wpb.Metric) -> None:
+        log.debug("metric", extra={"agent": self.name, "worker": worker.id, "metric": metric.name,
+                                   "value": metric.value})
+
+    def on_health(self, worker: Worker, health: wpb.HealthResult) -> None:
+        if not health.healthy:
+            worker.kill(f"its health check failed ({health.detail or 'returned False'})")
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "workers": sum(1 for w in self.workers if w.state == "ready"),
+            "busy": sum(1 for w in self.workers if w.inflight),
+            "queued": len(self._waiters),
+        }
+
+
+def _remove_leaf(leaf: Leaf) -> None:
+    try:
+        leaf.kill()
+        leaf.remove()
+    except Exception as exc:  # the group is reclaimed at the next start at the latest
+        log.warning("could not remove a worker's cgroup: %s", exc)

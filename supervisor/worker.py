@@ -1,0 +1,285 @@
+"""The supervisor's handle on one sandboxed worker process.
+
+It owns the worker's three pipes (requests in, replies out, raw log out), its
+cgroup leaf, and the futures of the requests in flight on it. When the worker
+dies, for whatever reason, every one of those requests fails with an error
+that says why (OOM, CPU time, bad frame, signal, exit status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from neuroflow.sdk.framing import FrameDecoder, FrameError, encode
+from neuroflow.v1 import worker_pb2 as wpb
+
+from .errors import NeuroflowError, ResourceExhausted, WorkerCrashed
+from .sandbox.cgroups import Leaf
+
+if TYPE_CHECKING:
+    from .pool import AgentPool
+
+log = logging.getLogger("neuroflow.worker")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+class _FrameReader(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.decoder = FrameDecoder(worker.pool.config.max_frame_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for body in self.decoder.feed(data):
+                self.worker.on_frame(wpb.FromWorker.FromString(body))
+        except (FrameError, ValueError) as exc:
+            self.worker.kill(f"it wrote an invalid frame on stdout ({exc})")
+
+    def eof_received(self) -> bool:
+        self.worker.on_channel_closed()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.on_channel_closed()
+
+
+class _LogReader(asyncio.Protocol):
+    """Raw writes to fd 1/2 inside the worker (C extensions, crashes)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.partial = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            self.worker.log_line(line.decode(errors="replace"), "stderr")
+        if len(self.partial) > 8192:
+            self.worker.log_line(self.partial.decode(errors="replace"), "stderr")
+            self.partial = b""
+
+
+class Worker:
+    def __init__(self, pool: AgentPool, worker_id: str) -> None:
+        self.pool = pool
+        self.id = worker_id
+        self.state = "spawning"  # spawning -> ready -> draining -> dead
+        self.host_pid = 0
+        self.leaf: Leaf | None = None
+        self.inflight: dict[int, asyncio.Future[wpb.InvokeResult]] = {}
+        self.request_ids: dict[int, str] = {}
+        self.served = 0
+        self.kill_reason: str | None = None
+        self._next_id = 0
+        self._pidfd = -1
+        self._writer: asyncio.WriteTransport | None = None
+        self._hello: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.exit_status: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Resolved once the worker is dead and its requests have been failed.
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transports: list[asyncio.BaseTransport] = []
+        self._grace_timers: dict[int, asyncio.TimerHandle] = {}
+        self._exit_waiter: asyncio.Future[None] | None = None
+        self.on_dead: Callable[[Worker], None] = lambda w: None
+
+    @property
+    def load(self) -> int:
+        return len(self.inflight)
+
+    async def start(self, zygote_spawn: Callable[[str, list[int], int], None]) -> None:
+        """Fork from the zygote, place in the cgroup, send Start, wait for Ready."""
+        loop = asyncio.get_running_loop()
+        pool = self.pool
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        log_r, log_w = os.pipe()
+        try:
+            zygote_spawn(self.id, [req_r, resp_w, log_w], pool.limits.cpu_seconds or 0)
+        finally:
+            for fd in (req_r, resp_w, log_w):
+                os.close(fd)
+        w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", 0))
+        self._writer = w_transport
+        r_transport, _ = await loop.connect_read_pipe(lambda: _FrameReader(self), os.fdopen(resp_r, "rb", 0))
+        l_transport, _ = await loop.connect_read_pipe(lambda: _LogReader(self), os.fdopen(log_r, "rb", 0))
+        self._transports = [w_transport, r_transport, l_transport]
+        self.host_pid = await asyncio.wait_for(self._hello, 15)
+        self._pidfd = os.pidfd_open(self.host_pid)
+        # Placing a process costs several ms per hierarchy (DESIGN.md): do it
+        # off the event loop, and before the worker runs any agent code.
+        self.leaf = await asyncio.to_thread(pool.create_worker_leaf, self.id, self.host_pid)
+        start = wpb.Start(
+            agent=pool.name, version=pool.manifest.version, worker_id=self.id,
+            release=pool.release, config_json=pool.config_json,
+            max_concurrency=pool.limits.concurrency or 1,
+            max_frame_bytes=pool.config.max_frame_bytes,
+        )
+        self._send(wpb.ToWorker(start=start))
+        await asyncio.wait_for(self._ready, 15)
+        self.state = "ready"
+
+    # -- called by the zygote handle -------------------------------------
+    def on_hello(self, host_pid: int) -> None:
+        if not self._hello.done():
+            self._hello.set_result(host_pid)
+
+    def on_exit(self, status: int | None) -> None:
+        if not self.exit_status.done():
+            self.exit_status.set_result(status)
+        if self.leaf is not None and not self.closed.done():
+            # Something it forked may still hold the channel open.
+            asyncio.get_running_loop().run_in_executor(None, self.leaf.kill)
+        self._die()
+
+    # -- requests ----------------------------------------------------------
+    def submit(self, request: wpb.InvokeRequest) -> asyncio.Future[wpb.InvokeResult]:
+        self._next_id += 1
+        request.id = self._next_id
+        fut: asyncio.Future[wpb.InvokeResult] = asyncio.get_running_loop().create_future()
+        self.inflight[request.id] = fut
+        self.request_ids[request.id] = request.request_id
+        self._send(wpb.ToWorker(invoke=request))
+        return fut
+
+    def abandon(self, frame_id: int, why: str) -> None:
+        """The caller gave up on a request: cancel it; kill the worker if it does not stop."""
+        if frame_id not in self.inflight or self.state == "dead":
+            return
+        self._send(wpb.ToWorker(cancel=wpb.Cancel(id=frame_id)))
+        self._grace_timers[frame_id] = asyncio.get_running_loop().call_later(
+            self.pool.config.kill_grace, self.kill,
+            f"request {self.request_ids.get(frame_id, '?')} {why} and the worker did not stop it "
+            f"within {self.pool.config.kill_grace:g} s",
+        )
+
+    def _send(self, frame: wpb.ToWorker) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode(frame))
+
+    def on_frame(self, frame: wpb.FromWorker) -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "result":
+            fid = frame.result.id
+            timer = self._grace_timers.pop(fid, None)
+            if timer is not None:
+                timer.cancel()
+            self.request_ids.pop(fid, None)
+            fut = self.inflight.pop(fid, None)
+            self.served += 1
+            if fut is not None and not fut.done():
+                fut.set_result(frame.result)
+            self.pool.on_worker_free(self)
+        elif kind == "log":
+            rec = frame.log
+            self.log_line(rec.message, rec.stream or "log", rec.level, rec.id, dict(rec.fields))
+        elif kind == "metric":
+            self.pool.on_metric(self, frame.metric)
+        elif kind == "ready":
+            if not self._ready.done():
+                self._ready.set_result(None)
+        elif kind == "health":
+            self.pool.on_health(self, frame.health)
+
+    def log_line(self, message: str, stream: str, level: str = "info", frame_id: int = 0,
+                 fields: dict[str, str] | None = None) -> None:
+        extra = {"agent": self.pool.name, "worker": self.id, "stream": stream, **(fields or {})}
+        if frame_id and frame_id in self.request_ids:
+            extra["request_id"] = self.request_ids[frame_id]
+        log.log(_LEVELS.get(level, logging.INFO), message, extra=extra)
+
+    # -- death -------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        if self.state == "dead":
+            return
+        if self.kill_reason is None:
+            self.kill_reason = reason
+            log.warning("killing worker: %s", reason, extra={"agent": self.pool.name, "worker": self.id})
+        self.state = "draining"
+        if self._pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        if self.leaf is not None:  # and anything it forked
+            asyncio.get_running_loop().run_in_executor(None, self.leaf.kill)
+
+    def on_channel_closed(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            self._exit_waiter = asyncio.ensure_future(self._await_exit())
+
+    async def _await_exit(self) -> None:
+        # The exit status comes from the zygote, usually right after EOF.
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exit_status), 2)
+        except TimeoutError:
+            self.kill("its output channel closed but it did not exit")
+            if not self.exit_status.done():
+                self.exit_status.set_result(None)
+        self._die()
+
+    def _die(self) -> None:
+        if self.state == "dead" or not (self.exit_status.done() and self.closed.done()):
+            return
+        self.state = "dead"
+        error = self.death_error()
+        for timer in self._grace_timers.values():
+            timer.cancel()
+        for fut in self.inflight.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self.inflight.clear()
+        for t in self._transports:
+            t.close()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if not self._hello.done():
+            self._hello.set_exception(error)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        for fut in (self._hello, self._ready):
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: nobody may be waiting any more
+        self.gone.set_result(None)
+        self.on_dead(self)
+
+    def death_error(self) -> NeuroflowError:
+        status = self.exit_status.result() if self.exit_status.done() else None
+        limits = self.pool.limits
+        usage = self.leaf.usage() if self.leaf is not None else None
+        if usage is not None and usage.oom_kills and limits.memory:
+            return ResourceExhausted(
+                f"memory limit {limits.memory // (1024 * 1024)} MiB exceeded: worker {self.id} "
+                "was killed by the kernel's OOM killer"
+            )
+        if status is not None and os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and self.kill_reason is None
+                                         and usage is not None and limits.cpu_seconds
+                                         and usage.cpu_usec >= limits.cpu_seconds * 1_000_000):
+                return ResourceExhausted(
+                    f"CPU time limit of {limits.cpu_seconds} s exceeded: worker {self.id} was killed"
+                )
+        if self.kill_reason is not None:
+            return WorkerCrashed(f"worker {self.id} was killed: {self.kill_reason}")
+        if status is None:
+            return WorkerCrashed(f"worker {self.id} stopped answering")
+        if os.WIFSIGNALED(status):
+            name = signal.Signals(os.WTERMSIG(status)).name
+            return WorkerCrashed(f"worker {self.id} was killed by {name}")
+        return WorkerCrashed(f"worker {self.id} exited with status {os.WEXITSTATUS(status)}")
+
+    def close_input(self) -> None:
+        """Graceful stop: the worker finishes what it has and exits at EOF."""
+        self.state = "draining" if self.state != "dead" else "dead"
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,133 @@
+"""The supervisor's side of a zygote: start it, ask it for workers, hear events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from .errors import AgentUnavailable
+from .sandbox import SandboxSpec
+from .worker import Worker
+
+log = logging.getLogger("neuroflow.zygote")
+
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class Zygote:
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.workers: dict[str, Worker] = {}
+        self.process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self.dead: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def start(self, timeout: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = loop.create_future()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "neuroflow.supervisor.zygote", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.send(json.dumps(asdict(self.spec)).encode())
+        loop.add_reader(ours.fileno(), self._on_readable)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            await self.stop()
+            raise AgentUnavailable(
+                f"agent {self.spec.agent}: its sandbox did not become ready in {timeout:g} s"
+            ) from None
+
+    def spawn(self, worker: Worker, fds: list[int], cpu_seconds: int) -> None:
+        if self._sock is None or self.dead.done():
+            raise AgentUnavailable(f"agent {self.spec.agent}: its sandbox is not running")
+        self.workers[worker.id] = worker
+        msg = json.dumps({"op": "spawn", "worker": worker.id, "cpu_seconds": cpu_seconds})
+        socket.send_fds(self._sock, [msg.encode()], fds)
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(1 << 16, socket.CMSG_SPACE(_CREDS.size))
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._gone(f"control socket failed: {exc}")
+                return
+            if not data:
+                self._gone("the sandbox's zygote exited")
+                return
+            pid = 0
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = _CREDS.unpack(payload[: _CREDS.size])[0]
+            self._handle(json.loads(data), pid)
+
+    def _handle(self, msg: dict[str, Any], sender_pid: int) -> None:
+        op = msg.get("op")
+        worker = self.workers.get(msg.get("worker", ""))
+        if op == "ready":
+            if self._ready and not self._ready.done():
+                self._ready.set_result(None)
+        elif op == "failed":
+            error = AgentUnavailable(f"agent {self.spec.agent}: {msg.get('error')}")
+            if self._ready and not self._ready.done():
+                self._ready.set_exception(error)
+            self._gone(str(msg.get("error")))
+        elif op == "hello" and worker is not None:
+            worker.on_hello(sender_pid)
+        elif op == "exited" and worker is not None:
+            self.workers.pop(worker.id, None)
+            worker.on_exit(int(msg["status"]))
+
+    def _gone(self, why: str) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._ready and not self._ready.done():
+            self._ready.set_exception(AgentUnavailable(f"agent {self.spec.agent}: {why}"))
+        for worker in list(self.workers.values()):
+            worker.on_exit(None)
+        self.workers.clear()
+        if not self.dead.done():
+            self.dead.set_result(why)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.send(b'{"op": "exit"}')
+        if self.process is not None and self.process.returncode is None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self._gone("stopped")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+
+def free_fds(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
