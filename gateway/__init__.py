@@ -1,0 +1,1 @@
+"""The HTTP gateway: aiohttp on uvloop, forwarding to the supervisor over gRPC."""

@@ -1,0 +1,178 @@
+"""HTTP API.
+
+``POST /v1/agents/{name}/invoke``  ``{"input": ..., "session"?: str, "timeout_ms"?: int}``
+``GET  /v1/agents``  ·  ``GET /healthz`` (the process is up)  ·  ``GET /readyz`` (it can serve)
+
+Every response carries ``X-Request-Id`` (the client's, if it sent a sane one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from neuroflow.v1 import supervisor_pb2 as pb
+
+from .client import SupervisorClient, SupervisorUnavailable
+from .errors import error_body, status_for
+
+log = logging.getLogger("neuroflow.gateway")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_AGENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_JSON = "application/json"
+_BACKSTOP = 5.0  # seconds past the deadline before the gateway stops waiting itself
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    supervisor: str = "unix:/run/neuroflow/supervisor.sock"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body: int = 1024 * 1024
+    default_timeout: float = 30.0
+    max_timeout: float = 300.0
+    access_log: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _json_response(body: bytes, status: int, request_id: str) -> web.Response:
+    return web.Response(body=body, status=status, content_type=_JSON,
+                        headers={"X-Request-Id": request_id})
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id on every response; every error as JSON with a stable code."""
+    rid = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID_RE.match(rid):
+        rid = uuid.uuid4().hex
+    request["request_id"] = rid
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _json_response(error_body(exc.code, exc.message, rid), status_for(exc.code), rid)
+    except web.HTTPException as exc:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "bad_request")
+        message = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+            413: f"request body is larger than {request.app['config'].max_body} bytes",
+        }.get(exc.status, exc.reason)
+        response = _json_response(error_body(code, message, rid), exc.status, rid)
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
+async def invoke(request: web.Request) -> web.Response:
+    rid: str = request["request_id"]
+    config: GatewayConfig = request.app["config"]
+    client: SupervisorClient = request.app["client"]
+    name = request.match_info["name"]
+    if not _AGENT_RE.match(name):
+        raise ApiError("agent_not_found", f"no agent named {name!r}")
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("bad_request", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or "input" not in body:
+        raise ApiError("bad_request", 'request body must be a JSON object with an "input" field')
+    session = body.get("session")
+    if session is not None and not isinstance(session, str):
+        raise ApiError("bad_request", '"session" must be a string')
+    timeout = body.get("timeout_ms")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or not 0 < timeout <= config.max_timeout * 1000):
+        raise ApiError("bad_request", f'"timeout_ms" must be an integer in 1..{int(config.max_timeout * 1000)}')
+    call = pb.InvokeCall(agent=name, input_json=json.dumps(body["input"], ensure_ascii=False).encode(),
+                         session=session or "", request_id=rid, timeout_ms=timeout or 0)
+    wait = (timeout / 1000 if timeout else config.max_timeout) + _BACKSTOP
+    started = time.perf_counter()
+    try:
+        reply = await client.invoke(call, wait)
+    except SupervisorUnavailable as exc:
+        raise ApiError("supervisor_unavailable", str(exc)) from None
+    except TimeoutError:
+        raise ApiError("deadline_exceeded", f"no answer from the supervisor within {wait:g} s") from None
+    if reply.HasField("error"):
+        code = reply.error.code
+        log.warning("request failed", extra={"request_id": rid, "agent": name, "code": code,
+                                             "error": reply.error.message})
+        return _json_response(error_body(code, reply.error.message, rid, agent=name),
+                              status_for(code), rid)
+    # The agent's output is already JSON: splice it in rather than parse and re-encode it.
+    meta = json.dumps({
+        "agent": reply.agent, "version": reply.version, "request_id": rid,
+        "usage": {"prompt_tokens": reply.usage.prompt_tokens,
+                  "completion_tokens": reply.usage.completion_tokens,
+                  "total_tokens": reply.usage.total_tokens},
+        "worker": reply.worker_id,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }, ensure_ascii=False).encode()
+    return _json_response(b'{"output":' + (reply.output_json or b"null") + b"," + meta[1:], 200, rid)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    client: SupervisorClient = request.app["client"]
+    rid = request["request_id"]
+    try:
+        reply = await client.list_agents()
+    except SupervisorUnavailable as exc:
+        raise ApiError("supervisor_unavailable", str(exc)) from None
+    agents = [{
+        "name": a.name, "version": a.version, "description": a.description,
+        "skills": list(a.skills), "examples": list(a.examples), "state": a.state,
+        "detail": a.detail, "release": a.release, "workers": a.workers,
+    } for a in reply.agents]
+    return _json_response(json.dumps({"agents": agents}, ensure_ascii=False).encode(), 200, rid)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json_response(b'{"status":"ok"}', 200, request["request_id"])
+
+
+async def readyz(request: web.Request) -> web.Response:
+    client: SupervisorClient = request.app["client"]
+    rid = request["request_id"]
+    if not client.connected.is_set():
+        raise ApiError("supervisor_unavailable", f"not connected to the supervisor at {client.target}")
+    try:
+        status = await client.status()
+    except SupervisorUnavailable as exc:
+        raise ApiError("supervisor_unavailable", str(exc)) from None
+    ready = [a.name for a in status.agents if a.state == "ready"]
+    body = {"status": "ready", "agents_ready": ready, "supervisor_pid": status.pid}
+    return _json_response(json.dumps(body).encode(), 200, rid)
+
+
+def make_app(config: GatewayConfig, client: SupervisorClient) -> web.Application:
+    app = web.Application(client_max_size=config.max_body, middlewares=[request_context])
+    app["config"] = config
+    app["client"] = client
+    app.router.add_post("/v1/agents/{name}/invoke", invoke)
+    app.router.add_get("/v1/agents", list_agents)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await client.start()
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

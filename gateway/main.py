@@ -1,0 +1,87 @@
+"""``neuroflow-gateway``: the HTTP front door (unprivileged)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+from neuroflow.supervisor import logs
+
+from .app import GatewayConfig, make_app
+from .client import SupervisorClient
+
+log = logging.getLogger("neuroflow.gateway")
+
+
+def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="neuroflow-gateway", description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
+    parser.add_argument("--supervisor", default="/run/neuroflow/supervisor.sock",
+                        help="supervisor socket path, or grpc target (default %(default)s)")
+    parser.add_argument("--max-body", type=int, default=1024 * 1024, help="bytes (default %(default)s)")
+    parser.add_argument("--user", help="when started as root, switch to this user after binding")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"--listen: expected HOST:PORT, got {args.listen!r}")
+    target = args.supervisor if ":" in args.supervisor else f"unix:{args.supervisor}"
+    config = GatewayConfig(supervisor=target, host=host.strip("[]"), port=int(port),
+                           max_body=args.max_body, access_log=args.access_log)
+    return config, args
+
+
+def drop_to(user: str) -> None:
+    pw = pwd.getpwnam(user)
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+    os.setgroups(sorted({pw.pw_gid, *groups}))
+    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+
+
+async def serve(config: GatewayConfig, user: str | None) -> int:
+    client = SupervisorClient(config.supervisor)
+    app = make_app(config, client)
+    runner = web.AppRunner(app, access_log=log if config.access_log else None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    if user and os.geteuid() == 0:
+        drop_to(user)
+    port = runner.addresses[0][1] if runner.addresses else config.port
+    log.info("listening", extra={"url": f"http://{config.host}:{port}", "supervisor": config.supervisor,
+                                 "uid": os.geteuid()})
+    print(f"neuroflow-gateway listening on http://{config.host}:{port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    logs.setup(args.log_level, "gateway")
+    if args.user:
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            log.error("--user: no such user %r", args.user)
+            return 2
+    return uvloop.run(serve(config, args.user))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
