@@ -1,0 +1,1 @@
+"""Latency benchmark of the NeuroFlow HTTP API; see :mod:`bench.latency.run`."""
