@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Install everything NeuroFlow needs on a Debian 12 / Ubuntu host; safe to re-run.
+#
+#   scripts/setup.sh          # Debian packages (when root) + .venv with NeuroFlow
+#
+# Debian packages are installed only when missing; the virtualenv is rebuilt
+# only when pyproject.toml changed since the last run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+
+# What the product and its tests need from Debian:
+#   python3-venv python3-dev gcc libcap-dev  build python-prctl in a virtualenv
+#   libseccomp2                              seccomp filters (pyseccomp loads it)
+#   iproute2 util-linux                      network/namespace tools used by tests
+#   bubblewrap wrk                           the latency benchmark's peer and load generator
+DEB_PACKAGES=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux bubblewrap wrk)
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+install_debs() {
+  local missing=()
+  for pkg in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pick_python() {
+  # Resolve shims (pyenv's adds ~60 ms per exec, see DESIGN.md) to the real interpreter.
+  local py="${PYTHON:-python3}"
+  "$py" -c 'import sys; assert sys.version_info >= (3, 11), sys.version; print(sys.executable)' \
+    || { log "NeuroFlow needs Python >= 3.11 (found: $("$py" --version 2>&1))"; exit 1; }
+}
+
+install_venv() {
+  local stamp="$VENV/.neuroflow-installed" want
+  want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  local py
+  py=$(pick_python)
+  [ -x "$VENV/bin/python" ] || { log "creating $VENV with $py"; "$py" -m venv "$VENV"; }
+  log "installing NeuroFlow and its dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+}
+
+install_debs
+install_venv
+log "ready: $VENV"
