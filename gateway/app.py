@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+
 from neuroflow.v1 import supervisor_pb2 as pb
 
 from .client import SupervisorClient, SupervisorUnavailable
@@ -43,6 +44,11 @@ class GatewayConfig:
     access_log: bool = False
 
 
+CONFIG = web.AppKey("config", GatewayConfig)
+CLIENT = web.AppKey("client", SupervisorClient)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -60,7 +66,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID_RE.match(rid):
         rid = uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -71,17 +77,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         message = {
             404: f"no such endpoint: {request.method} {request.path}",
             405: f"{request.method} is not allowed on {request.path}",
-            413: f"request body is larger than {request.app['config'].max_body} bytes",
+            413: f"request body is larger than {request.app[CONFIG].max_body} bytes",
         }.get(exc.status, exc.reason)
         response = _json_response(error_body(code, message, rid), exc.status, rid)
+    except Exception:  # a bug: report it, answer JSON; cancellation is not an Exception
+        log.exception("unhandled error", extra={"request_id": rid, "path": request.path})
+        response = _json_response(error_body("internal", "internal error in the gateway", rid), 500, rid)
     response.headers["X-Request-Id"] = rid
     return response
 
 
 async def invoke(request: web.Request) -> web.Response:
-    rid: str = request["request_id"]
-    config: GatewayConfig = request.app["config"]
-    client: SupervisorClient = request.app["client"]
+    rid: str = request[REQUEST_ID]
+    config = request.app[CONFIG]
+    client = request.app[CLIENT]
     name = request.match_info["name"]
     if not _AGENT_RE.match(name):
         raise ApiError("agent_not_found", f"no agent named {name!r}")
@@ -128,8 +137,8 @@ async def invoke(request: web.Request) -> web.Response:
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    client: SupervisorClient = request.app["client"]
-    rid = request["request_id"]
+    client = request.app[CLIENT]
+    rid = request[REQUEST_ID]
     try:
         reply = await client.list_agents()
     except SupervisorUnavailable as exc:
@@ -143,12 +152,12 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json_response(b'{"status":"ok"}', 200, request["request_id"])
+    return _json_response(b'{"status":"ok"}', 200, request[REQUEST_ID])
 
 
 async def readyz(request: web.Request) -> web.Response:
-    client: SupervisorClient = request.app["client"]
-    rid = request["request_id"]
+    client = request.app[CLIENT]
+    rid = request[REQUEST_ID]
     if not client.connected.is_set():
         raise ApiError("supervisor_unavailable", f"not connected to the supervisor at {client.target}")
     try:
@@ -162,8 +171,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 def make_app(config: GatewayConfig, client: SupervisorClient) -> web.Application:
     app = web.Application(client_max_size=config.max_body, middlewares=[request_context])
-    app["config"] = config
-    app["client"] = client
+    app[CONFIG] = config
+    app[CLIENT] = client
     app.router.add_post("/v1/agents/{name}/invoke", invoke)
     app.router.add_get("/v1/agents", list_agents)
     app.router.add_get("/healthz", healthz)

@@ -16,8 +16,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from neuroflow.v1 import supervisor_pb2 as pb
-from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
+
+from neuroflow.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc
 
 log = logging.getLogger("neuroflow.gateway.client")
 
@@ -61,7 +61,10 @@ class SupervisorClient:
         while True:
             try:
                 await asyncio.wait_for(self._channel.channel_ready(), 5)
-                call = self._stub.InvokeStream(self._outgoing())
+                # A fresh queue per stream: a broken stream's request iterator may
+                # still be running and must not take calls meant for the new one.
+                self._queue = asyncio.Queue()
+                call = self._stub.InvokeStream(self._outgoing(self._queue))
                 self.connected.set()
                 if attempt:
                     log.info("reconnected to the supervisor", extra={"target": self.target})
@@ -80,9 +83,10 @@ class SupervisorClient:
             await asyncio.sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
             attempt += 1
 
-    async def _outgoing(self) -> AsyncIterator[pb.InvokeCall]:
+    @staticmethod
+    async def _outgoing(queue: asyncio.Queue[pb.InvokeCall]) -> AsyncIterator[pb.InvokeCall]:
         while True:
-            yield await self._queue.get()
+            yield await queue.get()
 
     def _fail_pending(self, why: str) -> None:
         while not self._queue.empty():

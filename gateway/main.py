@@ -13,6 +13,7 @@ import sys
 
 import uvloop
 from aiohttp import web
+
 from neuroflow.supervisor import logs
 
 from .app import GatewayConfig, make_app

@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from neuroflow.v1 import common_pb2
-from neuroflow.v1 import worker_pb2 as wpb
+from neuroflow.v1 import common_pb2, worker_pb2 as wpb
 
 _LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 

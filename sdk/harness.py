@@ -27,8 +27,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from neuroflow.v1 import common_pb2
-from neuroflow.v1 import worker_pb2 as wpb
+from google.protobuf.message import DecodeError
+
+from neuroflow.v1 import common_pb2, worker_pb2 as wpb
 
 from . import __version__
 from .agent import Agent
@@ -156,7 +157,7 @@ class Worker:
             frames = self._decoder.feed(data)
             for body in frames:
                 self._dispatch(wpb.ToWorker.FromString(body))
-        except (FrameError, ValueError) as exc:  # DecodeError is a ValueError
+        except (FrameError, DecodeError, ValueError) as exc:
             sys.__stderr__.write(f"neuroflow worker: bad frame from supervisor: {exc}\n")
             self._finish(EXIT_PROTOCOL)
 
@@ -270,7 +271,7 @@ def serve(agent: Agent, in_fd: int = 0, out_fd: int = 1) -> int:
         return EXIT_OK
     try:
         frame = wpb.ToWorker.FromString(first)
-    except ValueError as exc:
+    except DecodeError as exc:
         sys.__stderr__.write(f"neuroflow worker: bad first frame: {exc}\n")
         return EXIT_PROTOCOL
     if frame.WhichOneof("kind") != "start":

@@ -47,6 +47,15 @@ class Response:
     output: Any = None
 
 
+#: Codes the platform itself answers with; an agent cannot raise them.
+RESERVED_CODES = frozenset({
+    "bad_request", "not_found", "agent_not_found", "method_not_allowed", "payload_too_large",
+    "agent_error", "internal", "worker_crashed", "resource_exhausted", "output_too_large",
+    "cancelled", "agent_unavailable", "supervisor_unavailable", "overloaded", "shutting_down",
+    "deadline_exceeded",
+})
+
+
 class AgentError(Exception):
     """Raise from ``handle`` to fail a request with your own stable error code.
 
@@ -59,6 +68,8 @@ class AgentError(Exception):
     def __init__(self, code: str, message: str) -> None:
         if not code or not code.replace("_", "").isalnum():
             raise ValueError(f"error code must be a snake_case word, got {code!r}")
+        if code in RESERVED_CODES:
+            raise ValueError(f"error code {code!r} is reserved for NeuroFlow itself")
         super().__init__(message)
         self.code = code
         self.message = message

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from neuroflow.sdk.manifest import (
     Limits,
     ManifestError,
@@ -108,6 +109,16 @@ def load_config(path: Path | None) -> Config:
 
 
 def parse_config(raw: Any, where: str) -> Config:
+    """Validate a config mapping; every error is a :class:`ConfigError` naming ``where`` and the key."""
+    try:
+        return _parse_config(raw, where)
+    except ConfigError:
+        raise
+    except ManifestError as exc:  # from the shared size/duration/int parsers
+        raise ConfigError(str(exc)) from None
+
+
+def _parse_config(raw: Any, where: str) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     unknown = sorted(set(raw) - _KEYS)

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import grpc
+
+from neuroflow.sdk.manifest import ManifestError
 from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
 
 from . import logs
-from .config import Config, ConfigError, load_config, runtime_paths, socket_gid
+from .config import Config, load_config, runtime_paths, socket_gid
 from .registry import Registry
 from .sandbox.cgroup_common import CgroupError
 from .sandbox.cgroups import Cgroups
@@ -107,7 +109,7 @@ def _notify(state: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         config, _ = parse_args(argv)
-    except ConfigError as exc:
+    except ManifestError as exc:  # ConfigError and the size/duration parsers' errors
         print(f"neuroflow-supervisor: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, "supervisor")

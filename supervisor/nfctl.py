@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from neuroflow.v1 import supervisor_pb2 as pb
-from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
+
+from neuroflow.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 DEFAULT_SOCKET = os.environ.get("NEUROFLOW_SOCKET", "/run/neuroflow/supervisor.sock")

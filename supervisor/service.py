@@ -9,11 +9,9 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+
 from neuroflow.sdk import __version__
-from neuroflow.v1 import common_pb2
-from neuroflow.v1 import supervisor_pb2 as pb
-from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
-from neuroflow.v1 import worker_pb2 as wpb
+from neuroflow.v1 import common_pb2, supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc, worker_pb2 as wpb
 
 from .errors import BadRequest, NeuroflowError, ShuttingDown
 from .pool import AgentPool

@@ -16,6 +16,8 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from google.protobuf.message import DecodeError
+
 from neuroflow.sdk.framing import FrameDecoder, FrameError, encode
 from neuroflow.v1 import worker_pb2 as wpb
 
@@ -40,7 +42,7 @@ class _FrameReader(asyncio.Protocol):
         try:
             for body in self.decoder.feed(data):
                 self.worker.on_frame(wpb.FromWorker.FromString(body))
-        except (FrameError, ValueError) as exc:
+        except (FrameError, DecodeError) as exc:
             self.worker.kill(f"it wrote an invalid frame on stdout ({exc})")
 
     def eof_received(self) -> bool:

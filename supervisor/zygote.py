@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 
 import prctl
+
 from neuroflow.sdk import harness
 
 from .sandbox import SandboxSpec, contain, namespaces, rlimits, seccomp

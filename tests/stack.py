@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO
 
 import grpc
-from neuroflow.v1 import supervisor_pb2 as pb
-from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
+
+from neuroflow.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc
 
 BIN = Path(sys.executable).parent
 

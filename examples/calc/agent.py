@@ -3,6 +3,7 @@
 from typing import Any
 
 from evaluator import CalcError, evaluate  # the agent's folder is on sys.path
+
 from neuroflow.sdk import Agent, AgentError, Context, Request, Response
 
 

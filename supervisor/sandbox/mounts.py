@@ -89,6 +89,7 @@ def _populate_dev(root: str) -> None:
         target = f"{dev}/{name}"
         open(target, "a").close()
         libc.mount(f"/dev/{name}", target, None, libc.MS_BIND)
+        libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_NOSUID | libc.MS_NOEXEC)
     for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
         os.symlink(f"/proc/self/fd/{fd}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", dev + "/fd")
@@ -116,6 +117,11 @@ def build_and_enter(spec: RootSpec) -> None:
                f"size={spec.tmp_size},mode=1777")
     _mkdirs(root + "/proc")
     libc.mount("proc", root + "/proc", "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    # Kernel tunables stay read-only even for a uid that could write them.
+    for path in ("/proc/sys", "/proc/sysrq-trigger"):
+        if os.path.exists(root + path):
+            libc.mount(root + path, root + path, None, libc.MS_BIND | libc.MS_REC)
+            libc.mount(None, root + path, None, RO_FLAGS)
     # pivot_root(".", ".") stacks the old root under the new one; detaching it
     # leaves nothing of the host reachable (see pivot_root(2), NOTES).
     os.chdir(root)

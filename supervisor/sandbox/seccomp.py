@@ -15,6 +15,7 @@ from typing import Any
 
 import pyseccomp as sc
 import yaml
+
 from neuroflow.sdk.manifest import ManifestError
 
 _NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)

@@ -1,0 +1,1 @@
+raise RuntimeError("this agent fails at import time")

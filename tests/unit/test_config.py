@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from neuroflow.sdk.manifest import Limits
+from neuroflow.supervisor.config import AgentDefaults, Config, ConfigError, load_config, parse_config
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    assert isinstance(load_config(None), Config)
+
+
+def test_values_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("state_dir: /tmp/x\nagents_dirs: [/a, /b]\nsocket_mode: '0600'\n"
+                    "defaults: {memory: 32MiB, pool_min: 0}\nkill_grace: 250ms\n")
+    cfg = load_config(path)
+    assert cfg.state_dir == Path("/tmp/x") and cfg.agents_dirs == (Path("/a"), Path("/b"))
+    assert cfg.socket_mode == 0o600 and cfg.kill_grace == 0.25
+    assert cfg.defaults.memory == 32 * 1024 * 1024 and cfg.defaults.pool_min == 0
+    assert cfg.with_overrides(instance="x", socket=None).instance == "x"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"colour": 1}, "colour: unknown key"),
+    ({"uid_base": 0}, "uid_base: expected an integer >= 1"),
+    ({"uid_base": 10}, "uid_base: expected >= 1000"),
+    ({"socket_mode": "rw"}, "socket_mode: expected an octal mode"),
+    ({"defaults": {"memory": "x"}}, "defaults.memory: expected a size"),
+    ({"defaults": {"swap": 1}}, "defaults.swap: unknown key"),
+    ({"log_level": "loud"}, "log_level: expected debug"),
+    ({"agents_dirs": []}, "agents_dirs: expected a non-empty list"),
+])
+def test_errors_name_key(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "conf.yaml")
+    assert str(err.value).startswith("conf.yaml: ") and message in str(err.value)
+
+
+def test_defaults_fill_unset_limits() -> None:
+    limits = AgentDefaults(memory=1, cpu=2.0).resolve(Limits(memory=5))
+    assert limits.memory == 5 and limits.cpu == 2.0 and limits.timeout == 30.0
