@@ -104,9 +104,11 @@ class SupervisorClient:
         fut: asyncio.Future[pb.InvokeReply] = asyncio.get_running_loop().create_future()
         self._pending[call.call_id] = fut
         self._queue.put_nowait(call)
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut, timeout)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await fut
         finally:
+            timer.cancel()
             self._pending.pop(call.call_id, None)
 
     async def list_agents(self, timeout: float = 5) -> pb.ListAgentsReply:
@@ -122,3 +124,8 @@ class SupervisorClient:
             return await self._stub.Status(pb.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise SupervisorUnavailable(f"supervisor at {self.target}: {exc.details()}") from exc
+
+
+def _expire(fut: asyncio.Future[pb.InvokeReply], timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no reply from the supervisor within {timeout:g} s"))

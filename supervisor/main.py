@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import uvloop
 
 from neuroflow.sdk.manifest import ManifestError
 from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("must run as root: it creates cgroups and namespaces for the agents' sandboxes")
         return 1
     try:
-        return asyncio.run(serve(config))
+        return uvloop.run(serve(config))
     except CgroupError as exc:
         log.error("cgroups: %s", exc)
         return 1

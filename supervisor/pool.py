@@ -216,6 +216,7 @@ class AgentPool:
                 return
 
     async def _acquire(self, deadline: float, timeout: float) -> Worker:
+        """Wait for a worker with a free slot; ``deadline`` is on the loop's clock."""
         while True:
             if self.state != "ready":
                 raise AgentUnavailable(f"agent {self.name} is {self.state}: {self.detail or 'not ready'}")
@@ -230,7 +231,7 @@ class AgentPool:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:
-                await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0))
+                await asyncio.wait_for(fut, max(deadline - asyncio.get_running_loop().time(), 0))
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"agent {self.name} had no free worker within the {timeout:g} s deadline"
@@ -242,20 +243,29 @@ class AgentPool:
     async def invoke(self, request: wpb.InvokeRequest) -> tuple[wpb.InvokeResult, Worker]:
         timeout = request.timeout_ms / 1000 if request.timeout_ms else (self.limits.timeout or 30.0)
         request.timeout_ms = int(timeout * 1000)
-        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self.counters.requests += 1
-        worker = await self._acquire(deadline, timeout)
+        worker = self._pick() if self.state == "ready" else None
+        if worker is None:
+            worker = await self._acquire(deadline, timeout)
         fut = worker.submit(request)
-        frame_id = request.id
+        # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
+        timer = loop.call_at(deadline, self._expire, fut, worker, request.id, timeout)
         try:
-            result = await asyncio.wait_for(asyncio.shield(fut), max(deadline - time.monotonic(), 0))
-        except TimeoutError:
-            worker.abandon(frame_id, f"overran its {timeout:g} s deadline")
-            raise DeadlineExceeded(f"agent {self.name} did not answer within {timeout:g} s") from None
+            return await fut, worker
         except asyncio.CancelledError:
-            worker.abandon(frame_id, "was cancelled by its caller")
+            worker.abandon(request.id, "was cancelled by its caller")
             raise
-        return result, worker
+        finally:
+            timer.cancel()
+
+    def _expire(self, fut: asyncio.Future[wpb.InvokeResult], worker: Worker, frame_id: int,
+                timeout: float) -> None:
+        if fut.done():
+            return
+        fut.set_exception(DeadlineExceeded(f"agent {self.name} did not answer within {timeout:g} s"))
+        worker.abandon(frame_id, f"overran its {timeout:g} s deadline")
 
     # -- events from workers ---------------------------------------------------
     def on_metric(self, worker: Worker, metric: wpb.Metric) -> None:

@@ -155,7 +155,7 @@ class Worker:
 
     def abandon(self, frame_id: int, why: str) -> None:
         """The caller gave up on a request: cancel it; kill the worker if it does not stop."""
-        if frame_id not in self.inflight or self.state == "dead":
+        if frame_id not in self.inflight or self.state == "dead" or frame_id in self._grace_timers:
             return
         self._send(wpb.ToWorker(cancel=wpb.Cancel(id=frame_id)))
         self._grace_timers[frame_id] = asyncio.get_running_loop().call_later(
