@@ -79,6 +79,7 @@ class Worker:
         self.inflight: dict[int, asyncio.Future[wpb.InvokeResult]] = {}
         self.request_ids: dict[int, str] = {}
         self.served = 0
+        self.place_ms = 0.0
         self.kill_reason: str | None = None
         self._next_id = 0
         self._pidfd = -1
@@ -101,6 +102,7 @@ class Worker:
     async def start(self, zygote_spawn: Callable[[str, list[int], int], None]) -> None:
         """Fork from the zygote, place in the cgroup, send Start, wait for Ready."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         pool = self.pool
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -119,7 +121,9 @@ class Worker:
         self._pidfd = os.pidfd_open(self.host_pid)
         # Placing a process costs several ms per hierarchy (DESIGN.md): do it
         # off the event loop, and before the worker runs any agent code.
+        placing = loop.time()
         self.leaf = await asyncio.to_thread(pool.create_worker_leaf, self.id, self.host_pid)
+        self.place_ms = (loop.time() - placing) * 1000
         start = wpb.Start(
             agent=pool.name, version=pool.manifest.version, worker_id=self.id,
             release=pool.release, config_json=pool.config_json,
@@ -129,6 +133,9 @@ class Worker:
         self._send(wpb.ToWorker(start=start))
         await asyncio.wait_for(self._ready, 15)
         self.state = "ready"
+        log.info("worker ready", extra={"agent": pool.name, "worker": self.id, "pid": self.host_pid,
+                                        "spawn_ms": round((loop.time() - started) * 1000, 2),
+                                        "place_ms": round(self.place_ms, 2)})
 
     # -- called by the zygote handle -------------------------------------
     def on_hello(self, host_pid: int) -> None:
