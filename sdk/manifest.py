@@ -144,7 +144,7 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
         description=str(raw.get("description", "")),
         skills=str_list("skills"),
         examples=str_list("examples"),
-        limits=_parse_limits(raw.get("limits", {}), f"{path}: limits"),
+        limits=parse_limits(raw.get("limits", {}), f"{path}: limits"),
         pool=_parse_pool(raw.get("pool", {}), f"{path}: pool"),
         seccomp=_parse_word(raw.get("seccomp", "default"), f"{path}: seccomp"),
         network=str_list("network"),
@@ -152,7 +152,8 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
     )
 
 
-def _parse_limits(raw: Any, where: str) -> Limits:
+def parse_limits(raw: Any, where: str) -> Limits:
+    """Validate a ``limits`` mapping; errors are reported as ``<where>.<key>: ...``."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{where}: expected a mapping")
     unknown = sorted(set(raw) - _LIMIT_KEYS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from neuroflow.sdk.manifest import (
     Limits,
     ManifestError,
     parse_duration,
+    parse_limits,
     parse_size,
     positive_int,
 )
@@ -165,23 +166,16 @@ def _parse_config(raw: Any, where: str) -> Config:
 
 
 def _parse_defaults(raw: Any, where: str) -> AgentDefaults:
+    """The same keys as a manifest's ``limits`` (same parser), plus the pool sizes."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
     unknown = sorted(set(raw) - _DEFAULT_KEYS)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_DEFAULT_KEYS))})")
-    values: dict[str, Any] = {}
-    if "memory" in raw:
-        values["memory"] = parse_size(raw["memory"], f"{where}.memory")
-    if "cpu" in raw:
-        if not isinstance(raw["cpu"], int | float) or raw["cpu"] <= 0:
-            raise ConfigError(f"{where}.cpu: expected a positive number of cores")
-        values["cpu"] = float(raw["cpu"])
-    if "timeout" in raw:
-        values["timeout"] = parse_duration(raw["timeout"], f"{where}.timeout")
-    for key in ("pids", "cpu_seconds", "concurrency", "pool_max"):
-        if key in raw:
-            values[key] = positive_int(raw[key], f"{where}.{key}")
+    limits = parse_limits({k: v for k, v in raw.items() if not k.startswith("pool_")}, where)
+    values: dict[str, Any] = {k: v for k, v in asdict(limits).items() if v is not None}
+    if "pool_max" in raw:
+        values["pool_max"] = positive_int(raw["pool_max"], f"{where}.pool_max")
     if "pool_min" in raw:
         values["pool_min"] = positive_int(raw["pool_min"], f"{where}.pool_min", allow_zero=True)
     return AgentDefaults(**values)
