@@ -58,5 +58,6 @@ install_venv() {
 }
 
 install_debs
+[ -n "${NEUROFLOW_DEBS_ONLY:-}" ] && exit 0
 install_venv
 log "ready: $VENV"

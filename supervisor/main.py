@@ -79,7 +79,9 @@ async def serve(config: Config) -> int:
         log.info("listening", extra={"socket": str(config.socket),
                                      "agents": sorted(registry.agents)})
         _notify("READY=1")
+        watchdog = asyncio.create_task(_watchdog())
         await stop.wait()
+        watchdog.cancel()
         log.info("stopping: draining requests")
         _notify("STOPPING=1")
         service.stopping = True
@@ -92,6 +94,16 @@ async def serve(config: Config) -> int:
             config.socket.unlink()
     log.info("stopped")
     return 0
+
+
+async def _watchdog() -> None:
+    """Ping systemd's watchdog from the event loop: a stalled loop gets restarted."""
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if not usec or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+        return
+    while True:
+        _notify("WATCHDOG=1")
+        await asyncio.sleep(usec / 2_000_000)
 
 
 def _notify(state: str) -> None:
