@@ -35,7 +35,11 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$BIN/neuroflow-supervisor" --state-dir "$STATE" --agents "$AGENTS" --socket "$SOCKET" \
+# Under systemd the supervisor gets a delegated scope of its own: on cgroup v2
+# it may only enable controllers for a cgroup that holds no other process.
+SCOPE=()
+[ -d /run/systemd/system ] && SCOPE=(systemd-run --scope --quiet --collect -p Delegate=yes --unit="neuroflow-dev-$$")
+"${SCOPE[@]}" "$BIN/neuroflow-supervisor" --state-dir "$STATE" --agents "$AGENTS" --socket "$SOCKET" \
   --socket-group neuroflow --instance dev 2>>"$STATE/supervisor.log" &
 pids+=($!)
 for _ in $(seq 1 300); do

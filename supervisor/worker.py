@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -102,7 +103,7 @@ class Worker:
     async def start(self, zygote_spawn: Callable[[str, list[int], int], None]) -> None:
         """Fork from the zygote, place in the cgroup, send Start, wait for Ready."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()  # uvloop's loop.time() has only ms resolution
         pool = self.pool
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -121,9 +122,9 @@ class Worker:
         self._pidfd = os.pidfd_open(self.host_pid)
         # Placing a process costs several ms per hierarchy (DESIGN.md): do it
         # off the event loop, and before the worker runs any agent code.
-        placing = loop.time()
+        placing = time.perf_counter()
         self.leaf = await asyncio.to_thread(pool.create_worker_leaf, self.id, self.host_pid)
-        self.place_ms = (loop.time() - placing) * 1000
+        self.place_ms = (time.perf_counter() - placing) * 1000
         start = wpb.Start(
             agent=pool.name, version=pool.manifest.version, worker_id=self.id,
             release=pool.release, config_json=pool.config_json,
@@ -134,7 +135,7 @@ class Worker:
         await asyncio.wait_for(self._ready, 15)
         self.state = "ready"
         log.info("worker ready", extra={"agent": pool.name, "worker": self.id, "pid": self.host_pid,
-                                        "spawn_ms": round((loop.time() - started) * 1000, 2),
+                                        "spawn_ms": round((time.perf_counter() - started) * 1000, 2),
                                         "place_ms": round(self.place_ms, 2)})
 
     # -- called by the zygote handle -------------------------------------

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, cgroup_dirs
+from tests.stack import Stack, cgroup_dirs, delegated_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -24,13 +26,13 @@ TEST_AGENTS = ROOT / "tests" / "agents"
 def _privileged_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "needs root: the supervisor creates cgroups and namespaces"
-    from neuroflow.supervisor.sandbox.cgroup_common import CgroupError
-    from neuroflow.supervisor.sandbox.cgroups import Cgroups
-
-    try:
-        Cgroups("probe")
-    except CgroupError as exc:
-        return f"no usable cgroups: {exc}"
+    # Detect the cgroup backend where the supervisor will run: under systemd
+    # that is a delegated scope of its own (tests/stack.py), not our cgroup.
+    probe = "from neuroflow.supervisor.sandbox.cgroups import Cgroups; print(Cgroups('probe').backend)"
+    out = subprocess.run([*delegated_scope("neuroflow-probe"), sys.executable, "-c", probe],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return f"no usable cgroups: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"
     if not Path("/proc/self/ns/pid").exists():
         return "no namespace support in this kernel"
     return None

@@ -65,7 +65,8 @@ class Stack:
             "socket": str(self.socket), "instance": self.instance, **self.config,
         }))
         self.supervisor = subprocess.Popen(
-            [str(BIN / "neuroflow-supervisor"), "--config", str(config_file)],
+            [*delegated_scope(f"neuroflow-{self.instance}"), str(BIN / "neuroflow-supervisor"),
+             "--config", str(config_file)],
             stdout=self._log("supervisor"), stderr=subprocess.STDOUT,
         )
         self.wait_supervisor()
@@ -151,13 +152,37 @@ class Stack:
         with grpc.insecure_channel(f"unix:{self.socket}") as channel:
             return pb_grpc.SupervisorStub(channel).Status(pb.StatusRequest(), timeout=timeout)
 
+    def cgroup_base(self) -> Path:
+        """This supervisor's ``neuroflow.<instance>`` group (pids hierarchy on v1, else v2)."""
+        assert self.supervisor is not None
+        lines = Path(f"/proc/{self.supervisor.pid}/cgroup").read_text().splitlines()
+        own = {c: path for _, controllers, path in (line.split(":", 2) for line in lines)
+               for c in controllers.split(",")}
+        if own.get("pids") is not None and Path("/sys/fs/cgroup/pids").is_dir():
+            return Path("/sys/fs/cgroup/pids" + own["pids"].rstrip("/")) / f"neuroflow.{self.instance}"
+        path = own[""].rstrip("/")
+        if path.endswith("/supervisor"):  # v2: it moved itself into a leaf of its own group
+            path = path[: -len("/supervisor")]
+        return Path("/sys/fs/cgroup" + path) / f"neuroflow.{self.instance}"
+
     def worker_pids(self, agent: str) -> list[int]:
         """Host pids of the agent's workers (from its cgroup leaves)."""
         pids = []
-        base = Path("/sys/fs/cgroup/pids")
-        for leaf in base.glob(f"**/neuroflow.{self.instance}/{agent}.*/w*"):
+        for leaf in self.cgroup_base().glob(f"{agent}.*/w*"):
             pids += [int(p) for p in (leaf / "cgroup.procs").read_text().split()]
         return pids
+
+
+def delegated_scope(name: str) -> list[str]:
+    """Under systemd, run in a scope of our own with ``Delegate=yes``.
+
+    On cgroup v2 the supervisor may only enable controllers for its subtree if
+    its cgroup holds no other process (the "no internal processes" rule): a
+    test runner's cgroup does, a fresh delegated scope does not.
+    """
+    if not Path("/run/systemd/system").is_dir():
+        return []
+    return ["systemd-run", "--scope", "--quiet", "--collect", "-p", "Delegate=yes", f"--unit={name}-{os.getpid()}"]
 
 
 def cgroup_dirs(instance: str) -> list[Path]:

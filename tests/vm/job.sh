@@ -22,18 +22,23 @@ grep -q "memory" /sys/fs/cgroup/cgroup.controllers; result cgroup-v2-controllers
 
 # A fresh copy of the checkout, as a new user would have it.
 mkdir -p /root/neuroflow
-tar -C /mnt/src --exclude=./.venv --exclude=./var --exclude=./.git -cf - . | tar -C /root/neuroflow -xf -
+tar -C /mnt/src -cf - -T /mnt/out/files.txt | tar -C /root/neuroflow -xf -
 cd /root/neuroflow
 
 echo "=== README command 2: the test suite ($(elapsed))"
-NEUROFLOW_SKIP_VM="inside the VM tier already" CI=true scripts/test.sh -p no:cacheprovider 2>&1 | tail -40
+NEUROFLOW_SKIP_VM="inside the VM tier already" CI=true scripts/test.sh -p no:cacheprovider 2>&1 \
+  | grep -v -e '^  ' -e '^!!' -e 'BuildBackendWarning' -e 'check.warn'
 result readme-test-command "${PIPESTATUS[0]}" "($(elapsed))"
 
 echo "=== README command 1: run the service ($(elapsed))"
 scripts/run.sh >/tmp/run.log 2>&1 &
 runpid=$!
 ok=1
-for _ in $(seq 1 600); do curl -fsS localhost:8080/readyz >/dev/null 2>&1 && { ok=0; break; }; sleep 0.5; done
+for _ in $(seq 1 600); do
+  curl -fsS localhost:8080/readyz >/dev/null 2>&1 && { ok=0; break; }
+  kill -0 $runpid 2>/dev/null || break
+  sleep 0.5
+done
 out=$(curl -fsS localhost:8080/v1/agents/echo/invoke -d '{"input": "hello from the VM"}' || true)
 echo "$out"
 echo "$out" | grep -q '"output":"hello from the VM"' || ok=1
@@ -42,7 +47,8 @@ echo "cgroup backend: $backend"
 [ "$backend" = v2 ] || ok=1
 kill -INT $runpid; wait $runpid
 result readme-run-command $ok "(backend $backend, $(elapsed))"
-tail -5 /tmp/run.log
+tail -20 /tmp/run.log
+[ $ok = 0 ] || tail -20 var/supervisor.log var/gateway.log
 
 echo "=== systemd units ($(elapsed))"
 scripts/install.sh

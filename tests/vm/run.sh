@@ -56,6 +56,8 @@ run=$(mktemp -d /var/tmp/neuroflow-vm-run.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 mkdir "$run/out"
 install -m 0755 "$JOB" "$run/out/job.sh"
+# What a fresh clone would hold: the tracked files (as they are in this tree).
+git -C "$ROOT" ls-files >"$run/out/files.txt" 2>/dev/null || (cd "$ROOT" && find . -type f ! -path './.git/*' ! -path './.venv/*' ! -path './var/*') >"$run/out/files.txt"
 [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$run/out/host-ca.crt"
 qemu-img create -q -f qcow2 -b "$image/rootfs.qcow2" -F qcow2 "$run/overlay.qcow2"
 
