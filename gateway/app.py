@@ -126,7 +126,7 @@ async def invoke(request: web.Request) -> web.Response:
                               status_for(code), rid)
     # The agent's output is already JSON: splice it in rather than parse and re-encode it.
     meta = json.dumps({
-        "agent": reply.agent, "version": reply.version, "request_id": rid,
+        "agent": reply.agent, "version": reply.version, "release": reply.release, "request_id": rid,
         "usage": {"prompt_tokens": reply.usage.prompt_tokens,
                   "completion_tokens": reply.usage.completion_tokens,
                   "total_tokens": reply.usage.total_tokens},

@@ -86,6 +86,8 @@ class Manifest:
     seccomp: str = "default"
     network: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: Inputs sent to a new release before it takes traffic; each must succeed.
+    smoke: tuple[Any, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -94,7 +96,7 @@ class Manifest:
 
 _TOP_KEYS = {
     "name", "version", "entry", "description", "skills", "examples",
-    "limits", "pool", "seccomp", "network", "config",
+    "limits", "pool", "seccomp", "network", "config", "smoke",
 }
 _LIMIT_KEYS = {"memory", "cpu", "pids", "timeout", "cpu_seconds", "concurrency"}
 
@@ -149,6 +151,7 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
         seccomp=_parse_word(raw.get("seccomp", "default"), f"{path}: seccomp"),
         network=str_list("network"),
         config=_parse_config(raw.get("config", {}), f"{path}: config"),
+        smoke=_parse_smoke(raw.get("smoke", []), f"{path}: smoke"),
     )
 
 
@@ -196,6 +199,12 @@ def _parse_word(value: Any, where: str) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ManifestError(f"{where}: expected a profile name, got {value!r}")
     return value
+
+
+def _parse_smoke(value: Any, where: str) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where}: expected a list of inputs")
+    return tuple(value)
 
 
 def _parse_config(value: Any, where: str) -> Mapping[str, Any]:

@@ -77,6 +77,16 @@ class Config:
     drain_timeout: float = 10.0
     log_level: str = "info"
     defaults: AgentDefaults = field(default_factory=AgentDefaults)
+    #: Hot update: watch the agents' folders and deploy what changes.
+    watch: bool = True
+    debounce: float = 0.3
+    #: After a swap the new release is on probation; the old one stays warm.
+    probation: float = 10.0
+    probation_min_requests: int = 5
+    probation_max_error_rate: float = 0.2
+    keep_releases: int = 5
+    #: POSTed a JSON alert on a rejected update or a rollback.
+    alert_webhook: str | None = None
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -89,7 +99,8 @@ class Config:
 _KEYS = {
     "state_dir", "agents_dirs", "socket", "socket_mode", "socket_group", "instance",
     "uid_base", "uid_count", "max_frame_bytes", "max_queue", "kill_grace", "drain_timeout",
-    "log_level", "defaults",
+    "log_level", "defaults", "watch", "debounce", "probation", "probation_min_requests",
+    "probation_max_error_rate", "keep_releases", "alert_webhook",
 }
 _DEFAULT_KEYS = {"memory", "cpu", "pids", "timeout", "cpu_seconds", "concurrency", "pool_min", "pool_max"}
 
@@ -159,6 +170,26 @@ def _parse_config(raw: Any, where: str) -> Config:
         values["log_level"] = level
     if "defaults" in raw:
         values["defaults"] = _parse_defaults(raw["defaults"], f"{where}: defaults")
+    if "watch" in raw:
+        if not isinstance(raw["watch"], bool):
+            raise ConfigError(f"{where}: watch: expected true or false, got {raw['watch']!r}")
+        values["watch"] = raw["watch"]
+    for key in ("debounce", "probation"):
+        if key in raw:
+            values[key] = parse_duration(raw[key], f"{where}: {key}")
+    for key in ("probation_min_requests", "keep_releases"):
+        if key in raw:
+            values[key] = positive_int(raw[key], f"{where}: {key}")
+    if "probation_max_error_rate" in raw:
+        rate = raw["probation_max_error_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise ConfigError(f"{where}: probation_max_error_rate: expected a number from 0 to 1, got {rate!r}")
+        values["probation_max_error_rate"] = float(rate)
+    if "alert_webhook" in raw:
+        url = raw["alert_webhook"]
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise ConfigError(f"{where}: alert_webhook: expected an http(s) URL, got {url!r}")
+        values["alert_webhook"] = url
     config = Config(**values)
     if config.uid_base < 1000:
         raise ConfigError(f"{where}: uid_base: expected >= 1000 (sandbox uids must be unprivileged)")

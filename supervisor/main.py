@@ -72,6 +72,8 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)  # handlers only enqueue; the loop below acts
     try:
         await registry.start_all()
+        if config.watch:
+            registry.watch(config.debounce)
         await server.start()
         gid = socket_gid(config)
         os.chown(config.socket, 0, gid if gid is not None else 0)

@@ -3,6 +3,10 @@
     nfctl status            supervisor, cgroup backend, agents
     nfctl agents            one line per agent
     nfctl invoke NAME JSON  run one request (JSON is the agent's input)
+    nfctl releases NAME     an agent's releases (current, standby)
+    nfctl deploy NAME [PATH]  deploy PATH (default: the agent's folder) after validating it
+    nfctl rollback NAME [ID]  back to release ID (default: the one before the current)
+    nfctl history [NAME]    swaps, rejections, rollbacks
 
 Add ``--json`` for machine-readable output. Exit status: 0 ok, 1 the request
 failed (the error code is printed), 2 usage, 3 supervisor unreachable.
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -97,6 +102,49 @@ def cmd_invoke(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_deploy(reply: pb.DeployReply, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(f"{reply.agent}: {reply.outcome} {reply.release}" + (f": {reply.detail}" if reply.detail else ""))
+    return EXIT_FAILED if reply.outcome == "rejected" else 0
+
+
+def cmd_deploy(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.path) if args.path else ""
+    return _print_deploy(stub.Deploy(pb.DeployRequest(agent=args.name, path=path), timeout=300), args)
+
+
+def cmd_rollback(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    reply = stub.Rollback(pb.RollbackRequest(agent=args.name, release=args.release or ""), timeout=300)
+    return _print_deploy(reply, args)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_releases(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    reply = stub.ListReleases(pb.ListReleasesRequest(agent=args.name), timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        return 0
+    rows = [[r.id, _when(r.created_unix), "current" if r.current else "standby" if r.standby else ""]
+            for r in reply.releases]
+    print(_table(rows, ["release", "created", "state"]))
+    return 0
+
+
+def cmd_history(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    reply = stub.History(pb.HistoryRequest(agent=args.name or "", limit=args.limit), timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        return 0
+    rows = [[_when(e.ts_unix), e.agent, e.event, e.release, e.detail[:80]] for e in reply.entries]
+    print(_table(rows, ["time", "agent", "event", "release", "detail"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nfctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--session")
     inv.add_argument("--deadline", type=float, help="seconds (default: the agent's timeout)")
     inv.set_defaults(func=cmd_invoke)
+    rel = sub.add_parser("releases", help="an agent's releases")
+    rel.add_argument("name")
+    rel.set_defaults(func=cmd_releases)
+    dep = sub.add_parser("deploy", help="validate and deploy a folder as the agent's new release")
+    dep.add_argument("name")
+    dep.add_argument("path", nargs="?", help="agent folder (default: the agent's own)")
+    dep.set_defaults(func=cmd_deploy)
+    rb = sub.add_parser("rollback", help="go back to an earlier release")
+    rb.add_argument("name")
+    rb.add_argument("release", nargs="?")
+    rb.set_defaults(func=cmd_rollback)
+    hist = sub.add_parser("history", help="swaps, rejections and rollbacks")
+    hist.add_argument("name", nargs="?")
+    hist.add_argument("--limit", type=int, default=50)
+    hist.set_defaults(func=cmd_history)
     return parser
 
 
@@ -123,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return int(args.func(pb_grpc.SupervisorStub(channel), args))
         except grpc.RpcError as exc:
+            code = dict(exc.trailing_metadata() or ()).get("nf-error-code")  # type: ignore[attr-defined]
+            if code:  # the supervisor answered with a domain error
+                print(f"error: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+                return EXIT_FAILED
             print(f"nfctl: cannot reach the supervisor at {args.socket}: {exc.details()}",  # type: ignore[attr-defined]
                   file=sys.stderr)
             return EXIT_UNREACHABLE

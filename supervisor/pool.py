@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from neuroflow.sdk.manifest import Limits, Manifest
 from neuroflow.v1 import worker_pb2 as wpb
 
 from .config import Config
-from .errors import AgentUnavailable, DeadlineExceeded, Overloaded, ShuttingDown
+from .errors import AgentUnavailable, DeadlineExceeded, NeuroflowError, Overloaded, ShuttingDown
 from .sandbox import SandboxSpec
 from .sandbox.cgroup_common import GroupLimits
 from .sandbox.cgroups import Cgroups, Leaf
@@ -28,6 +30,12 @@ from .worker import Worker
 from .zygote_handle import Zygote
 
 log = logging.getLogger("neuroflow.pool")
+
+_POOL_SEQ = 0
+
+#: Failures that count against a release on probation (not the client's).
+AGENT_FAULTS = ("agent_error", "worker_crashed", "resource_exhausted", "deadline_exceeded",
+                "output_too_large", "agent_unavailable")
 
 #: A pool whose workers keep dying is not respawned faster than this.
 _RESPAWN_BACKOFF = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
@@ -66,7 +74,13 @@ class AgentPool:
         self._seq = 0
         self._crashes = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.group_parts = (f"{self.name}.{release[:12]}",)
+        # One cgroup and sandbox root per pool: a release can be live twice for a
+        # moment (rolled back to while its old pool still drains).
+        global _POOL_SEQ
+        _POOL_SEQ += 1
+        self.group_parts = (f"{self.name}.{release[:12]}.{_POOL_SEQ}",)
+        self.on_stopped: Callable[[AgentPool], None] = lambda pool: None
+        self._root_dir = config.state_dir / "run" / "roots" / self.group_parts[0]
 
     # -- lifecycle ---------------------------------------------------------
     def _group_limits(self) -> GroupLimits:
@@ -89,7 +103,7 @@ class AgentPool:
         zygote_leaf = await asyncio.to_thread(
             self.cgroups.create, *self.group_parts, "zygote", limits=self._group_limits()
         )
-        root_dir = self.config.state_dir / "run" / "roots" / f"{self.name}.{self.release[:12]}"
+        root_dir = self._root_dir
         root_dir.mkdir(parents=True, exist_ok=True)
         spec = SandboxSpec(
             agent=self.name, release=self.release, release_dir=self.release_dir,
@@ -197,7 +211,12 @@ class AgentPool:
             await self._zygote.stop()
         for task in list(self._tasks):
             task.cancel()
+        if self._group is not None:
+            await asyncio.to_thread(_remove_group, self.cgroups, self.group_parts)
+        with contextlib.suppress(OSError):  # the tmpfs on it lived only in the sandbox's namespace
+            self._root_dir.rmdir()
         self.state = "stopped"
+        self.on_stopped(self)
 
     # -- dispatch ----------------------------------------------------------
     def _pick(self) -> Worker | None:
@@ -267,6 +286,34 @@ class AgentPool:
         fut.set_exception(DeadlineExceeded(f"agent {self.name} did not answer within {timeout:g} s"))
         worker.abandon(frame_id, f"overran its {timeout:g} s deadline")
 
+    # -- validation of a new release ---------------------------------------------
+    async def validate(self) -> str | None:
+        """Health-check every worker and run the manifest's smoke inputs; None if all pass."""
+        if self.state != "ready":
+            return self.detail or f"the sandbox is {self.state}"
+        ready = [w for w in self.workers if w.state == "ready"]
+        if not ready:
+            return "no worker started"
+        for result in await asyncio.gather(*(w.check_health() for w in ready)):
+            if not result.healthy:
+                return f"health check failed: {result.detail or 'on_health_check() returned False'}"
+        for n, value in enumerate(self.manifest.smoke, start=1):
+            request = wpb.InvokeRequest(request_id=f"smoke-{self.release[:8]}-{n}",
+                                        input_json=json.dumps(value).encode())
+            try:
+                result, _ = await self.invoke(request)
+            except NeuroflowError as exc:
+                return f"smoke input {n} failed: {exc.code}: {exc.message}"
+            if result.HasField("error"):
+                return f"smoke input {n} failed: {result.error.code}: {result.error.message}"
+        return None
+
+    def failure_rate(self) -> tuple[int, float]:
+        """Requests served and the share that failed through the agent's fault."""
+        failed = sum(self.counters.by_error[c] for c in AGENT_FAULTS)
+        served = self.counters.requests
+        return served, (failed / served if served else 0.0)
+
     # -- events from workers ---------------------------------------------------
     def on_metric(self, worker: Worker, metric: wpb.Metric) -> None:
         log.debug("metric", extra={"agent": self.name, "worker": worker.id, "metric": metric.name,
@@ -282,6 +329,21 @@ class AgentPool:
             "busy": sum(1 for w in self.workers if w.inflight),
             "queued": len(self._waiters),
         }
+
+
+def _remove_group(cgroups: Cgroups, parts: tuple[str, ...]) -> None:
+    """The release's own group and its leaves (a retired release's are gone for good)."""
+    from .sandbox.cgroup_common import remove_tree
+
+    for backend in (cgroups.v2, cgroups.v1):
+        if backend is None:
+            continue
+        bases = backend.base.values() if isinstance(backend.base, dict) else [backend.base]
+        for base in dict.fromkeys(bases):
+            try:
+                remove_tree(base.joinpath(*parts))
+            except Exception as exc:  # reclaimed at the next start at the latest
+                log.warning("could not remove cgroup %s: %s", base.joinpath(*parts), exc)
 
 
 def _remove_leaf(leaf: Leaf) -> None:

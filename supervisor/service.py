@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
 from neuroflow.sdk import __version__
 from neuroflow.v1 import common_pb2, supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc, worker_pb2 as wpb
 
-from .errors import BadRequest, NeuroflowError, ShuttingDown
+from .errors import AgentNotFound, BadRequest, NeuroflowError, ShuttingDown
 from .pool import AgentPool
-from .registry import Registry
+from .registry import DeployResult, Registry
 from .sandbox.cgroups import Cgroups
 
 log = logging.getLogger("neuroflow.service")
@@ -104,7 +106,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         entry = self.registry.agents[name]
         info = pb.AgentInfo(name=name)
         if entry.manifest is None:
-            info.state, info.detail = "failed", entry.error
+            info.state, info.detail = ("failed" if entry.error else "starting"), entry.error
             return info
         m = entry.manifest
         info.version, info.description = m.version, m.description
@@ -141,3 +143,70 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             failures=self.failures,
             state_dir=str(self.registry.config.state_dir),
         )
+
+    # -- hot update ------------------------------------------------------------------
+    async def Deploy(self, request: pb.DeployRequest, context: grpc.aio.ServicerContext) -> pb.DeployReply:
+        async with _admin_errors(context):
+            path = Path(request.path) if request.path else None
+            if path is not None and not (path / "agent.yaml").is_file():
+                raise BadRequest(f"{path} is not an agent folder (no agent.yaml)")
+            if request.agent not in self.registry.agents:
+                if path is None:
+                    raise AgentNotFound(f"no agent named {request.agent!r}; give a folder to add it")
+                self.registry.add_agent(request.agent, path)
+            source = path or self.registry.agents[request.agent].source
+            result = await self.registry.deploy(request.agent, source=source, reason="nfctl deploy")
+            return _deploy_reply(result)
+        raise AssertionError("unreachable")
+
+    async def Rollback(self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext) -> pb.DeployReply:
+        async with _admin_errors(context):
+            return _deploy_reply(await self.registry.rollback(request.agent, request.release or None))
+        raise AssertionError("unreachable")
+
+    async def ListReleases(self, request: pb.ListReleasesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListReleasesReply:
+        async with _admin_errors(context):
+            entry = self.registry.entry(request.agent)
+            live = entry.pool.release if entry.pool else ""
+            standby = entry.previous.release if entry.previous else ""
+            return pb.ListReleasesReply(releases=[
+                pb.ReleaseInfo(id=r.id, created_unix=r.created, current=r.id == live, standby=r.id == standby)
+                for r in entry.releases.list()
+            ])
+        raise AssertionError("unreachable")
+
+    async def History(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryReply:
+        async with _admin_errors(context):
+            names = [request.agent] if request.agent else sorted(self.registry.agents)
+            limit = request.limit or 50
+            entries = []
+            for name in names:
+                for h in self.registry.entry(name).releases.history(limit):
+                    detail = h.get("reason") or ""
+                    if h.get("previous"):
+                        detail = f"from {h['previous']}" + (f" ({detail})" if detail else "")
+                    entries.append(pb.HistoryEntry(ts_unix=h["ts"], agent=name, event=h["event"],
+                                                   release=h.get("release", ""), detail=detail))
+            entries.sort(key=lambda e: e.ts_unix)
+            return pb.HistoryReply(entries=entries[-limit:])
+        raise AssertionError("unreachable")
+
+
+def _deploy_reply(result: DeployResult) -> pb.DeployReply:
+    return pb.DeployReply(agent=result.agent, release=result.release, outcome=result.outcome,
+                          detail=result.detail)
+
+
+_ADMIN_STATUS = {"agent_not_found": grpc.StatusCode.NOT_FOUND, "bad_request": grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@contextlib.asynccontextmanager
+async def _admin_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Domain errors of admin calls become gRPC statuses carrying the stable code."""
+    try:
+        yield
+    except NeuroflowError as exc:
+        context.set_trailing_metadata((("nf-error-code", exc.code),))
+        await context.abort(_ADMIN_STATUS.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION),
+                            f"{exc.code}: {exc.message}")

@@ -94,6 +94,7 @@ class Worker:
         self._transports: list[asyncio.BaseTransport] = []
         self._grace_timers: dict[int, asyncio.TimerHandle] = {}
         self._exit_waiter: asyncio.Future[None] | None = None
+        self._health_waiters: dict[int, asyncio.Future[wpb.HealthResult]] = {}
         self.on_dead: Callable[[Worker], None] = lambda w: None
 
     @property
@@ -172,6 +173,17 @@ class Worker:
             f"within {self.pool.config.kill_grace:g} s",
         )
 
+    async def check_health(self, timeout: float = 5.0) -> wpb.HealthResult:
+        """Ask the agent's ``on_health_check``; a worker that does not answer is unhealthy."""
+        self._next_id += 1
+        fut: asyncio.Future[wpb.HealthResult] = asyncio.get_running_loop().create_future()
+        self._health_waiters[self._next_id] = fut
+        self._send(wpb.ToWorker(health=wpb.HealthCheck(id=self._next_id)))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return wpb.HealthResult(healthy=False, detail=f"no answer within {timeout:g} s")
+
     def _send(self, frame: wpb.ToWorker) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode(frame))
@@ -198,6 +210,9 @@ class Worker:
             if not self._ready.done():
                 self._ready.set_result(None)
         elif kind == "health":
+            waiter = self._health_waiters.pop(frame.health.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame.health)
             self.pool.on_health(self, frame.health)
 
     def log_line(self, message: str, stream: str, level: str = "info", frame_id: int = 0,

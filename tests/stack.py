@@ -102,6 +102,16 @@ class Stack:
             time.sleep(0.05)
         raise StackError(f"gateway did not start:\n{self.log_text('gateway')}")
 
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Until the gateway answers /readyz (it reconnects after a supervisor restart)."""
+        from tests.httpc import request
+
+        deadline = time.monotonic() + timeout
+        while request(f"{self.url}/readyz")[0] != 200:
+            if time.monotonic() > deadline:
+                raise StackError(f"gateway not ready in {timeout} s:\n{self.log_text('gateway')}")
+            time.sleep(0.05)
+
     def stop_supervisor(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.supervisor is None:
             return None

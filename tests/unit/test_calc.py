@@ -1,7 +1,6 @@
 """The calc example: its safe evaluator and its agent, called without a worker."""
 
 # The full-width digits, brackets and signs below are the point of these tests.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 

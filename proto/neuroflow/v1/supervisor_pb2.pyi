@@ -149,3 +149,83 @@ class StatusReply(_message.Message):
     failures: int
     state_dir: str
     def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., pid: _Optional[int] = ..., cgroup: _Optional[_Union[CgroupStatus, _Mapping]] = ..., agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., state_dir: _Optional[str] = ...) -> None: ...
+
+class DeployRequest(_message.Message):
+    __slots__ = ("agent", "path")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    path: str
+    def __init__(self, agent: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("agent", "release")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    release: str
+    def __init__(self, agent: _Optional[str] = ..., release: _Optional[str] = ...) -> None: ...
+
+class DeployReply(_message.Message):
+    __slots__ = ("agent", "release", "outcome", "detail")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    release: str
+    outcome: str
+    detail: str
+    def __init__(self, agent: _Optional[str] = ..., release: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListReleasesRequest(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    def __init__(self, agent: _Optional[str] = ...) -> None: ...
+
+class ReleaseInfo(_message.Message):
+    __slots__ = ("id", "created_unix", "current", "standby")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created_unix: float
+    current: bool
+    standby: bool
+    def __init__(self, id: _Optional[str] = ..., created_unix: _Optional[float] = ..., current: _Optional[bool] = ..., standby: _Optional[bool] = ...) -> None: ...
+
+class ListReleasesReply(_message.Message):
+    __slots__ = ("releases",)
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    releases: _containers.RepeatedCompositeFieldContainer[ReleaseInfo]
+    def __init__(self, releases: _Optional[_Iterable[_Union[ReleaseInfo, _Mapping]]] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("agent", "limit")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    limit: int
+    def __init__(self, agent: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("ts_unix", "agent", "event", "release", "detail")
+    TS_UNIX_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ts_unix: float
+    agent: str
+    event: str
+    release: str
+    detail: str
+    def __init__(self, ts_unix: _Optional[float] = ..., agent: _Optional[str] = ..., event: _Optional[str] = ..., release: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class HistoryReply(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...

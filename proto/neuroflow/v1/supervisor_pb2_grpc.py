@@ -56,6 +56,26 @@ class SupervisorStub:
                 request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.StatusRequest.SerializeToString,
                 response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Deploy = channel.unary_unary(
+                '/neuroflow.v1.Supervisor/Deploy',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/neuroflow.v1.Supervisor/Rollback',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.FromString,
+                _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/neuroflow.v1.Supervisor/ListReleases',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesReply.FromString,
+                _registered_method=True)
+        self.History = channel.unary_unary(
+                '/neuroflow.v1.Supervisor/History',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -91,6 +111,33 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deploy(self, request, context):
+        """Hot update. Admin errors are gRPC statuses whose trailing metadata
+        "nf-error-code" holds the stable code (agent_not_found, bad_request, ...).
+        Deploy validates the release in a sandbox before it takes traffic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReleases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def History(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +160,26 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.StatusRequest.FromString,
                     response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.StatusReply.SerializeToString,
+            ),
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.RollbackRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesReply.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +292,114 @@ class Supervisor:
             '/neuroflow.v1.Supervisor/Status',
             neuroflow_dot_v1_dot_supervisor__pb2.StatusRequest.SerializeToString,
             neuroflow_dot_v1_dot_supervisor__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/Deploy',
+            neuroflow_dot_v1_dot_supervisor__pb2.DeployRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/Rollback',
+            neuroflow_dot_v1_dot_supervisor__pb2.RollbackRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.DeployReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/ListReleases',
+            neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.ListReleasesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/History',
+            neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.FromString,
             options,
             channel_credentials,
             insecure,
