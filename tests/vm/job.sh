@@ -31,7 +31,7 @@ NEUROFLOW_SKIP_VM="inside the VM tier already" CI=true scripts/test.sh -p no:cac
 result readme-test-command "${PIPESTATUS[0]}" "($(elapsed))"
 
 echo "=== README command 1: run the service ($(elapsed))"
-scripts/run.sh >/tmp/run.log 2>&1 &
+scripts/run.sh > >(sed -u 's/^/[run.sh] /') 2>&1 &
 runpid=$!
 ok=1
 for _ in $(seq 1 600); do
@@ -47,7 +47,6 @@ echo "cgroup backend: $backend"
 [ "$backend" = v2 ] || ok=1
 kill -INT $runpid; wait $runpid
 result readme-run-command $ok "(backend $backend, $(elapsed))"
-tail -20 /tmp/run.log
 [ $ok = 0 ] || tail -20 var/supervisor.log var/gateway.log
 
 echo "=== systemd units ($(elapsed))"
