@@ -1,6 +1,9 @@
 """HTTP API.
 
 ``POST /v1/agents/{name}/invoke``  ``{"input": ..., "session"?: str, "timeout_ms"?: int}``
+``POST /v1/route``  ``{"query": str}`` → the router's decision, nothing invoked
+``POST /v1/invoke``  ``{"query": str, "input"?: ..., ...}`` → route, then invoke (plus ``"route"``)
+``GET  /v1/route/log?limit=N``  the router's low-confidence decisions
 ``GET  /v1/agents``  ·  ``GET /healthz`` (the process is up)  ·  ``GET /readyz`` (it can serve)
 
 Every response carries ``X-Request-Id`` (the client's, if it sent a sane one).
@@ -15,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +26,7 @@ from neuroflow.v1 import supervisor_pb2 as pb
 
 from .client import SupervisorClient, SupervisorUnavailable
 from .errors import error_body, status_for
+from .routing import Routing, RoutingConfig, RoutingUnavailable
 
 log = logging.getLogger("neuroflow.gateway")
 
@@ -46,13 +51,14 @@ class GatewayConfig:
 
 CONFIG = web.AppKey("config", GatewayConfig)
 CLIENT = web.AppKey("client", SupervisorClient)
+ROUTING = web.AppKey("routing", Routing)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class ApiError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.extra = code, message, extra
 
 
 def _json_response(body: bytes, status: int, request_id: str) -> web.Response:
@@ -70,7 +76,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = _json_response(error_body(exc.code, exc.message, rid), status_for(exc.code), rid)
+        response = _json_response(error_body(exc.code, exc.message, rid, **exc.extra), status_for(exc.code), rid)
     except web.HTTPException as exc:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "bad_request")
@@ -87,20 +93,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def invoke(request: web.Request) -> web.Response:
-    rid: str = request[REQUEST_ID]
-    config = request.app[CONFIG]
-    client = request.app[CLIENT]
-    name = request.match_info["name"]
-    if not _AGENT_RE.match(name):
-        raise ApiError("agent_not_found", f"no agent named {name!r}")
+async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("bad_request", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or "input" not in body:
-        raise ApiError("bad_request", 'request body must be a JSON object with an "input" field')
+    if not isinstance(body, dict):
+        raise ApiError("bad_request", "request body must be a JSON object")
+    return body
+
+
+def _call_options(body: dict[str, Any], config: GatewayConfig) -> tuple[str, int]:
     session = body.get("session")
     if session is not None and not isinstance(session, str):
         raise ApiError("bad_request", '"session" must be a string')
@@ -108,8 +112,28 @@ async def invoke(request: web.Request) -> web.Response:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
                                 or not 0 < timeout <= config.max_timeout * 1000):
         raise ApiError("bad_request", f'"timeout_ms" must be an integer in 1..{int(config.max_timeout * 1000)}')
-    call = pb.InvokeCall(agent=name, input_json=json.dumps(body["input"], ensure_ascii=False).encode(),
-                         session=session or "", request_id=rid, timeout_ms=timeout or 0)
+    return session or "", timeout or 0
+
+
+async def invoke(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if not _AGENT_RE.match(name):
+        raise ApiError("agent_not_found", f"no agent named {name!r}")
+    body = await _json_body(request)
+    if "input" not in body:
+        raise ApiError("bad_request", 'request body must be a JSON object with an "input" field')
+    session, timeout = _call_options(body, request.app[CONFIG])
+    return await _call_agent(request, name, body["input"], session, timeout)
+
+
+async def _call_agent(request: web.Request, name: str, value: Any, session: str, timeout: int,
+                      extra: dict[str, Any] | None = None) -> web.Response:
+    """Invoke ``name`` through the supervisor; ``extra`` fields join the JSON answer."""
+    rid = request[REQUEST_ID]
+    config = request.app[CONFIG]
+    client = request.app[CLIENT]
+    call = pb.InvokeCall(agent=name, input_json=json.dumps(value, ensure_ascii=False).encode(),
+                         session=session, request_id=rid, timeout_ms=timeout)
     wait = (timeout / 1000 if timeout else config.max_timeout) + _BACKSTOP
     started = time.perf_counter()
     try:
@@ -122,7 +146,8 @@ async def invoke(request: web.Request) -> web.Response:
         code = reply.error.code
         log.warning("request failed", extra={"request_id": rid, "agent": name, "code": code,
                                              "error": reply.error.message})
-        return _json_response(error_body(code, reply.error.message, rid, agent=name),
+        body = json.loads(error_body(code, reply.error.message, rid, agent=name))
+        return _json_response(json.dumps({**body, **(extra or {})}, ensure_ascii=False).encode(),
                               status_for(code), rid)
     # The agent's output is already JSON: splice it in rather than parse and re-encode it.
     meta = json.dumps({
@@ -132,8 +157,49 @@ async def invoke(request: web.Request) -> web.Response:
                   "total_tokens": reply.usage.total_tokens},
         "worker": reply.worker_id,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        **(extra or {}),
     }, ensure_ascii=False).encode()
     return _json_response(b'{"output":' + (reply.output_json or b"null") + b"," + meta[1:], 200, rid)
+
+
+async def _decide(request: web.Request, body: dict[str, Any]) -> Any:
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ApiError("bad_request", 'request body must have a non-empty string "query"')
+    try:
+        return await request.app[ROUTING].route(query)
+    except RoutingUnavailable as exc:
+        raise ApiError("router_unavailable", str(exc)) from None
+
+
+async def route(request: web.Request) -> web.Response:
+    """Which agent would take this query, and how sure the router is; invokes nothing."""
+    decision = await _decide(request, await _json_body(request))
+    body = {**decision.to_json(), "request_id": request[REQUEST_ID]}
+    return _json_response(json.dumps(body, ensure_ascii=False).encode(), 200, request[REQUEST_ID])
+
+
+async def route_and_invoke(request: web.Request) -> web.Response:
+    """Route ``query``, then invoke the chosen agent with ``input`` (default: the query)."""
+    body = await _json_body(request)
+    session, timeout = _call_options(body, request.app[CONFIG])
+    decision = await _decide(request, body)
+    if decision.agent is None:
+        raise ApiError("no_agent_fits", "no agent is confident enough for this query and no default agent "
+                                        "is configured", route=decision.to_json())
+    value = body["input"] if "input" in body else body["query"]
+    return await _call_agent(request, decision.agent, value, session, timeout,
+                             extra={"route": decision.to_json()})
+
+
+async def route_log(request: web.Request) -> web.Response:
+    """The router's recent low-confidence decisions (the bad-case log)."""
+    try:
+        limit = min(max(int(request.query.get("limit", "50")), 1), 1000)
+    except ValueError:
+        raise ApiError("bad_request", "limit must be an integer") from None
+    cases = request.app[ROUTING].bad_cases(limit)
+    return _json_response(json.dumps({"cases": cases}, ensure_ascii=False).encode(), 200, request[REQUEST_ID])
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -169,18 +235,24 @@ async def readyz(request: web.Request) -> web.Response:
     return _json_response(json.dumps(body).encode(), 200, rid)
 
 
-def make_app(config: GatewayConfig, client: SupervisorClient) -> web.Application:
+def make_app(config: GatewayConfig, client: SupervisorClient, routing: Routing | None = None) -> web.Application:
     app = web.Application(client_max_size=config.max_body, middlewares=[request_context])
     app[CONFIG] = config
     app[CLIENT] = client
+    app[ROUTING] = routing or Routing(RoutingConfig(enabled=False), client)
     app.router.add_post("/v1/agents/{name}/invoke", invoke)
     app.router.add_get("/v1/agents", list_agents)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/v1/route", route)
+    app.router.add_post("/v1/invoke", route_and_invoke)
+    app.router.add_get("/v1/route/log", route_log)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await client.start()
+        await app[ROUTING].start()
         yield
+        await app[ROUTING].close()
         await client.close()
 
     app.cleanup_ctx.append(lifecycle)

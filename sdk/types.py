@@ -52,7 +52,7 @@ RESERVED_CODES = frozenset({
     "bad_request", "not_found", "agent_not_found", "method_not_allowed", "payload_too_large",
     "agent_error", "internal", "worker_crashed", "resource_exhausted", "output_too_large",
     "cancelled", "agent_unavailable", "supervisor_unavailable", "overloaded", "shutting_down",
-    "deadline_exceeded",
+    "deadline_exceeded", "no_agent_fits", "router_unavailable", "guard_blocked",
 })
 
 

@@ -7,6 +7,8 @@
     nfctl deploy NAME [PATH]  deploy PATH (default: the agent's folder) after validating it
     nfctl rollback NAME [ID]  back to release ID (default: the one before the current)
     nfctl history [NAME]    swaps, rejections, rollbacks
+    nfctl route "QUERY"     which agent the gateway's router picks, and why
+    nfctl route-log         the router's recent low-confidence decisions
 
 Add ``--json`` for machine-readable output. Exit status: 0 ok, 1 the request
 failed (the error code is printed), 2 usage, 3 supervisor unreachable.
@@ -145,6 +147,56 @@ def cmd_history(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway(args: argparse.Namespace, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The routing commands ask the gateway (the router lives there), over HTTP."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(args.gateway.rstrip("/") + path, data=data,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        error = json.loads(exc.read() or b"{}").get("error", {})
+        raise GatewayError(f"{error.get('code', exc.code)}: {error.get('message', exc.reason)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise GatewayUnreachable(f"cannot reach the gateway at {args.gateway}: {exc}") from None
+
+
+class GatewayError(Exception):
+    pass
+
+
+class GatewayUnreachable(Exception):
+    pass
+
+
+def cmd_route(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    decision = _gateway(args, "/v1/route", {"query": args.query})
+    if args.json:
+        print(json.dumps(decision, ensure_ascii=False))
+        return 0
+    verdict = "fallback to" if decision["fallback"] else "routed to"
+    print(f"{verdict} {decision['agent'] or '(no agent fits)'}  confidence {decision['confidence']:.2f}")
+    print(_table([[c["agent"], f"{c['score']:.3f}"] for c in decision["candidates"]], ["candidate", "score"]))
+    return 0
+
+
+def cmd_route_log(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    cases = _gateway(args, f"/v1/route/log?limit={args.limit}")["cases"]
+    if args.json:
+        print(json.dumps(cases, ensure_ascii=False))
+        return 0
+    rows = [[_when(c["ts"]) if isinstance(c.get("ts"), int | float) else str(c.get("ts", ""))[:19],
+             str(c.get("chosen")), f"{c.get('confidence', 0):.2f}",
+             ", ".join(f"{x['agent']} {x['score']:.2f}" for x in c.get("candidates", [])[:3]),
+             c.get("query", "")[:60]] for c in cases]
+    print(_table(rows, ["time", "chosen", "conf", "candidates", "query"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nfctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="supervisor socket (default: $NEUROFLOW_SOCKET or %(default)s)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--timeout", type=float, default=10, help="seconds for admin calls")
+    parser.add_argument("--gateway", default=os.environ.get("NEUROFLOW_GATEWAY", "http://127.0.0.1:8080"),
+                        help="gateway URL for route commands (default: $NEUROFLOW_GATEWAY or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="supervisor and agents").set_defaults(func=cmd_status)
     sub.add_parser("agents", help="list agents").set_defaults(func=cmd_agents)
@@ -176,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("name", nargs="?")
     hist.add_argument("--limit", type=int, default=50)
     hist.set_defaults(func=cmd_history)
+    rt = sub.add_parser("route", help="explain which agent a query goes to")
+    rt.add_argument("query")
+    rt.set_defaults(func=cmd_route)
+    rl = sub.add_parser("route-log", help="recent low-confidence routing decisions")
+    rl.add_argument("--limit", type=int, default=20)
+    rl.set_defaults(func=cmd_route_log)
     return parser
 
 
@@ -185,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     with grpc.insecure_channel(target) as channel:
         try:
             return int(args.func(pb_grpc.SupervisorStub(channel), args))
+        except GatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except GatewayUnreachable as exc:
+            print(f"nfctl: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
         except grpc.RpcError as exc:
             code = dict(exc.trailing_metadata() or ()).get("nf-error-code")  # type: ignore[attr-defined]
             if code:  # the supervisor answered with a domain error

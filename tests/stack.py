@@ -33,7 +33,8 @@ class StackError(RuntimeError):
 
 class Stack:
     def __init__(self, agents: list[Path], workdir: Path, *, config: dict | None = None,
-                 instance: str | None = None, start_timeout: float = 60.0) -> None:
+                 instance: str | None = None, start_timeout: float = 60.0,
+                 gateway_args: tuple[str, ...] = ("--no-router",)) -> None:
         self.workdir = Path(workdir)
         self.instance = instance or f"test-{secrets.token_hex(4)}"
         self.agents_dir = self.workdir / "agents"
@@ -41,6 +42,7 @@ class Stack:
         self.socket = self.workdir / "supervisor.sock"
         self.start_timeout = start_timeout
         self.config = config or {}
+        self.gateway_args = gateway_args
         self.url = ""
         self.supervisor: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
@@ -141,7 +143,7 @@ class Stack:
     def __enter__(self) -> Stack:
         try:
             self.start_supervisor()
-            self.start_gateway()
+            self.start_gateway(*self.gateway_args)
         except BaseException:
             self.stop()
             raise
