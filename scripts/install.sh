@@ -26,6 +26,8 @@ mkdir -p "$PREFIX"
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade "$ROOT"
 install -m 0644 "$ROOT/README.md" "$PREFIX/README.md"
+log "routing model into $PREFIX/venv/share/neuroflow/models"
+"$PREFIX/venv/bin/python" -m neuroflow.router.e5export "$PREFIX/venv/share/neuroflow/models" >/dev/null
 
 log "users, folders and units"
 install -m 0644 "$ROOT/systemd/neuroflow.sysusers" /etc/sysusers.d/neuroflow.conf

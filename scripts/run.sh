@@ -49,6 +49,7 @@ for _ in $(seq 1 300); do
 done
 
 "$BIN/neuroflow-gateway" --listen "$LISTEN" --supervisor "$SOCKET" --user neuroflow \
+  --default-agent echo --route-log "$STATE/route-log.jsonl" \
   2>>"$STATE/gateway.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
@@ -68,6 +69,7 @@ NeuroFlow is running (Ctrl-C to stop).
 Try:
   curl -s http://$LISTEN/v1/agents/echo/invoke -d '{"input": "hello"}'
   curl -s http://$LISTEN/v1/agents/calc/invoke -d '{"input": "(2 + 3) * 7"}'
+  curl -s http://$LISTEN/v1/route -d '{"query": "计算 3 加 5 乘 2"}'
 MSG
 wait -n "${pids[@]}"
 echo "a NeuroFlow process exited; stopping" >&2
