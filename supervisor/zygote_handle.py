@@ -45,7 +45,13 @@ class Zygote:
             )
         finally:
             theirs.close()
-        ours.send(json.dumps(asdict(self.spec)).encode())
+        try:
+            ours.send(json.dumps(asdict(self.spec)).encode())
+        except OSError as exc:
+            code = await self.process.wait()
+            self._gone(f"its launcher exited with {code} before reading its spec ({exc.strerror})")
+            raise AgentUnavailable(f"agent {self.spec.agent}: the sandbox launcher exited with status "
+                                   f"{code} at start") from None
         loop.add_reader(ours.fileno(), self._on_readable)
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
