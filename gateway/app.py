@@ -4,6 +4,10 @@
 ``POST /v1/route``  ``{"query": str}`` → the router's decision, nothing invoked
 ``POST /v1/invoke``  ``{"query": str, "input"?: ..., ...}`` → route, then invoke (plus ``"route"``)
 ``GET  /v1/route/log?limit=N``  the router's low-confidence decisions
+``POST /v1/guard/check``  ``{"text": str, "direction": "input"|"output"}`` → the guard's verdict
+
+The guard checks every input before routing/invoking and every output before
+it leaves (403 ``guard_blocked`` with the rule; ``redact`` rules rewrite it).
 ``GET  /v1/agents``  ·  ``GET /healthz`` (the process is up)  ·  ``GET /readyz`` (it can serve)
 
 Every response carries ``X-Request-Id`` (the client's, if it sent a sane one).
@@ -26,6 +30,7 @@ from neuroflow.v1 import supervisor_pb2 as pb
 
 from .client import SupervisorClient, SupervisorUnavailable
 from .errors import error_body, status_for
+from .guarding import Blocked, Guarding, GuardingConfig
 from .routing import Routing, RoutingConfig, RoutingUnavailable
 
 log = logging.getLogger("neuroflow.gateway")
@@ -52,6 +57,7 @@ class GatewayConfig:
 CONFIG = web.AppKey("config", GatewayConfig)
 CLIENT = web.AppKey("client", SupervisorClient)
 ROUTING = web.AppKey("routing", Routing)
+GUARDING = web.AppKey("guarding", Guarding)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
@@ -132,8 +138,10 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
     rid = request[REQUEST_ID]
     config = request.app[CONFIG]
     client = request.app[CLIENT]
-    call = pb.InvokeCall(agent=name, input_json=json.dumps(value, ensure_ascii=False).encode(),
-                         session=session, request_id=rid, timeout_ms=timeout)
+    guarding = request.app[GUARDING]
+    user = request.headers.get("X-User")
+    payload = _screen(guarding, json.dumps(value, ensure_ascii=False).encode(), "input", name, user)
+    call = pb.InvokeCall(agent=name, input_json=payload, session=session, request_id=rid, timeout_ms=timeout)
     wait = (timeout / 1000 if timeout else config.max_timeout) + _BACKSTOP
     started = time.perf_counter()
     try:
@@ -149,6 +157,7 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
         body = json.loads(error_body(code, reply.error.message, rid, agent=name))
         return _json_response(json.dumps({**body, **(extra or {})}, ensure_ascii=False).encode(),
                               status_for(code), rid)
+    output = _screen(guarding, reply.output_json or b"null", "output", name, user)
     # The agent's output is already JSON: splice it in rather than parse and re-encode it.
     meta = json.dumps({
         "agent": reply.agent, "version": reply.version, "release": reply.release, "request_id": rid,
@@ -159,13 +168,23 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         **(extra or {}),
     }, ensure_ascii=False).encode()
-    return _json_response(b'{"output":' + (reply.output_json or b"null") + b"," + meta[1:], 200, rid)
+    return _json_response(b'{"output":' + output + b"," + meta[1:], 200, rid)
+
+
+def _screen(guarding: Guarding, payload: bytes, direction: str, agent: str | None, user: str | None) -> bytes:
+    try:
+        return guarding.screen_json(payload, direction, agent, user)
+    except Blocked as exc:
+        raise ApiError("guard_blocked", exc.message, rule=exc.rule) from None
 
 
 async def _decide(request: web.Request, body: dict[str, Any]) -> Any:
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ApiError("bad_request", 'request body must have a non-empty string "query"')
+    # The query is checked before routing (the input is checked again, for its agent, on invoke).
+    _screen(request.app[GUARDING], json.dumps(query, ensure_ascii=False).encode(), "input", None,
+            request.headers.get("X-User"))
     try:
         return await request.app[ROUTING].route(query)
     except RoutingUnavailable as exc:
@@ -190,6 +209,19 @@ async def route_and_invoke(request: web.Request) -> web.Response:
     value = body["input"] if "input" in body else body["query"]
     return await _call_agent(request, decision.agent, value, session, timeout,
                              extra={"route": decision.to_json()})
+
+
+async def guard_check(request: web.Request) -> web.Response:
+    """Try the guard's rules on a text: ``{"text": str, "direction": "input"|"output", "agent"?}``."""
+    body = await _json_body(request)
+    text, direction = body.get("text"), body.get("direction", "input")
+    if not isinstance(text, str) or direction not in ("input", "output"):
+        raise ApiError("bad_request", 'expected {"text": str, "direction": "input" | "output"}')
+    guarding = request.app[GUARDING]
+    if guarding.guard is None:
+        raise ApiError("bad_request", "the guard is off (--no-guard)")
+    verdict = guarding.check(text, direction, body.get("agent"), request.headers.get("X-User"))
+    return _json_response(json.dumps(verdict.to_json(), ensure_ascii=False).encode(), 200, request[REQUEST_ID])
 
 
 async def route_log(request: web.Request) -> web.Response:
@@ -235,11 +267,13 @@ async def readyz(request: web.Request) -> web.Response:
     return _json_response(json.dumps(body).encode(), 200, rid)
 
 
-def make_app(config: GatewayConfig, client: SupervisorClient, routing: Routing | None = None) -> web.Application:
+def make_app(config: GatewayConfig, client: SupervisorClient, routing: Routing | None = None,
+             guarding: Guarding | None = None) -> web.Application:
     app = web.Application(client_max_size=config.max_body, middlewares=[request_context])
     app[CONFIG] = config
     app[CLIENT] = client
     app[ROUTING] = routing or Routing(RoutingConfig(enabled=False), client)
+    app[GUARDING] = guarding or Guarding(GuardingConfig(enabled=False))
     app.router.add_post("/v1/agents/{name}/invoke", invoke)
     app.router.add_get("/v1/agents", list_agents)
     app.router.add_get("/healthz", healthz)
@@ -247,13 +281,16 @@ def make_app(config: GatewayConfig, client: SupervisorClient, routing: Routing |
     app.router.add_post("/v1/route", route)
     app.router.add_post("/v1/invoke", route_and_invoke)
     app.router.add_get("/v1/route/log", route_log)
+    app.router.add_post("/v1/guard/check", guard_check)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await app[GUARDING].start()
         await client.start()
         await app[ROUTING].start()
         yield
         await app[ROUTING].close()
         await client.close()
+        await app[GUARDING].close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

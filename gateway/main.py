@@ -15,10 +15,12 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from neuroflow.guard import GuardConfigError
 from neuroflow.supervisor import logs
 
 from .app import GatewayConfig, make_app
 from .client import SupervisorClient
+from .guarding import Guarding, GuardingConfig
 from .routing import Routing, RoutingConfig
 
 log = logging.getLogger("neuroflow.gateway")
@@ -33,6 +35,9 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
     parser.add_argument("--user", help="when started as root, switch to this user after binding")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--no-router", action="store_true", help="disable /v1/route and /v1/invoke")
+    parser.add_argument("--no-guard", action="store_true", help="do not check inputs and outputs")
+    parser.add_argument("--guard-rules", type=Path,
+                        help="guard rules YAML (default: the shipped rules); re-read when it changes")
     parser.add_argument("--router-model", default="e5-small",
                         help="e5-small (default), minilm, or a folder with model.onnx + tokenizer.json")
     parser.add_argument("--model-cache", type=Path, default=_default_model_cache(),
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
     args.routing = RoutingConfig(enabled=not args.no_router, model=args.router_model,
                                  model_cache_dir=args.model_cache, default_agent=args.default_agent,
                                  threshold=args.route_threshold, bad_case_log=args.route_log)
+    args.guarding = GuardingConfig(enabled=not args.no_guard, rules=args.guard_rules)
     return config, args
 
 
@@ -67,9 +73,9 @@ def drop_to(user: str) -> None:
     os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
 
 
-async def serve(config: GatewayConfig, routing: RoutingConfig, user: str | None) -> int:
+async def serve(config: GatewayConfig, routing: RoutingConfig, guarding: GuardingConfig, user: str | None) -> int:
     client = SupervisorClient(config.supervisor)
-    app = make_app(config, client, Routing(routing, client))
+    app = make_app(config, client, Routing(routing, client), Guarding(guarding))
     runner = web.AppRunner(app, access_log=log if config.access_log else None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -99,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             log.error("--user: no such user %r", args.user)
             return 2
-    return uvloop.run(serve(config, args.routing, args.user))
+    try:
+        return uvloop.run(serve(config, args.routing, args.guarding, args.user))
+    except GuardConfigError as exc:
+        log.error("guard rules: %s", exc)
+        return 2
 
 
 if __name__ == "__main__":

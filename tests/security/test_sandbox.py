@@ -27,7 +27,7 @@ def probe(stack: Stack) -> dict[str, Any]:
 def test_unprivileged_uid_in_the_host_user_namespace(probe: dict[str, Any]) -> None:
     # No user namespace maps the sandbox to host root (DESIGN.md: that would own
     # every root file): the map is the host's own, and the uid is unprivileged.
-    assert probe["uid_map"] == ["0", "0", "4294967295"]
+    assert probe["uid_map"] == [0, 0, 4294967295]
     assert probe["uid"] == probe["euid"] >= 1000 and probe["gid"] >= 1000
     assert probe["groups"] == []
 

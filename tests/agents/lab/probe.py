@@ -73,7 +73,7 @@ def probe() -> dict:
     return {
         "uid": os.getuid(), "gid": os.getgid(), "euid": os.geteuid(),
         "groups": os.getgroups(),
-        "uid_map": open("/proc/self/uid_map").read().split(),
+        "uid_map": [int(x) for x in open("/proc/self/uid_map").read().split()],
         "cap_eff": st.get("CapEff"), "cap_bnd": st.get("CapBnd"), "cap_prm": st.get("CapPrm"),
         "no_new_privs": st.get("NoNewPrivs"), "seccomp": st.get("Seccomp"),
         "hostname": socket.gethostname(),
