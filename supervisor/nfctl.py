@@ -9,6 +9,7 @@
     nfctl history [NAME]    swaps, rejections, rollbacks
     nfctl route "QUERY"     which agent the gateway's router picks, and why
     nfctl route-log         the router's recent low-confidence decisions
+    nfctl guard check TEXT  what the gateway's guard rules do with TEXT
 
 Add ``--json`` for machine-readable output. Exit status: 0 ok, 1 the request
 failed (the error code is printed), 2 usage, 3 supervisor unreachable.
@@ -197,6 +198,22 @@ def cmd_route_log(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int
     return 0
 
 
+def cmd_guard_check(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    verdict = _gateway(args, "/v1/guard/check", {"text": args.text, "direction": args.direction})
+    if args.json:
+        print(json.dumps(verdict, ensure_ascii=False))
+        return 0
+    rule = f" (rule {verdict['rule']})" if verdict.get("rule") else ""
+    print(f"{verdict['action']}{rule}" + (f": {verdict['message']}" if verdict.get("message") else ""))
+    rows = [[f["type"], f"{f['start']}-{f['end']}", f.get("rule") or "", f"{f['score']:.2f}" if f.get("score") else ""]
+            for f in verdict["findings"]]
+    if rows:
+        print(_table(rows, ["finding", "span", "rule", "score"]))
+    if verdict["redacted"] != args.text:
+        print(f"redacted: {verdict['redacted']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nfctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl = sub.add_parser("route-log", help="recent low-confidence routing decisions")
     rl.add_argument("--limit", type=int, default=20)
     rl.set_defaults(func=cmd_route_log)
+    guard = sub.add_parser("guard", help="the gateway's guard").add_subparsers(dest="guard_command", required=True)
+    gc = guard.add_parser("check", help="apply the guard rules to a text")
+    gc.add_argument("text")
+    gc.add_argument("--direction", choices=["input", "output"], default="input")
+    gc.set_defaults(func=cmd_guard_check)
     return parser
 
 
