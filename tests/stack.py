@@ -98,6 +98,8 @@ class Stack:
             match = re.search(r"listening on (http://\S+)", log.read_text() if log.exists() else "")
             if match:
                 self.url = match.group(1)
+                if self.supervisor is not None:
+                    self.wait_ready(self.start_timeout)  # connected to the supervisor
                 return
             if self.gateway.poll() is not None:
                 raise StackError(f"gateway exited with {self.gateway.returncode}:\n{self.log_text('gateway')}")

@@ -40,3 +40,15 @@ def test_errors_name_key(raw: dict, message: str) -> None:
 def test_defaults_fill_unset_limits() -> None:
     limits = AgentDefaults(memory=1, cpu=2.0).resolve(Limits(memory=5))
     assert limits.memory == 5 and limits.cpu == 2.0 and limits.timeout == 30.0
+
+
+def test_supervisor_refuses_to_run_unprivileged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from neuroflow.supervisor import main as supervisor_main
+
+    monkeypatch.setattr(supervisor_main.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(supervisor_main.logs, "setup", lambda level, component: None)
+    monkeypatch.setattr(supervisor_main, "load_config", lambda path: Config())
+    with caplog.at_level("ERROR"):
+        assert supervisor_main.main(["--state-dir", str(tmp_path)]) == 1
+    assert "must run as root" in caplog.text
