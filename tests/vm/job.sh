@@ -45,7 +45,7 @@ echo "$out" | grep -q '"output":"hello from the VM"' || ok=1
 backend=$(.venv/bin/nfctl --socket var/run/supervisor.sock --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["cgroup"]["backend"])')
 echo "cgroup backend: $backend"
 [ "$backend" = v2 ] || ok=1
-kill -INT $runpid; wait $runpid
+kill -TERM $runpid; wait $runpid  # (background jobs ignore SIGINT)
 result readme-run-command $ok "(backend $backend, $(elapsed))"
 [ $ok = 0 ] || tail -20 var/supervisor.log var/gateway.log
 
