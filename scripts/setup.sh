@@ -15,7 +15,8 @@ VENV="$ROOT/.venv"
 #   libseccomp2                              seccomp filters (pyseccomp loads it)
 #   iproute2 util-linux                      network/namespace tools used by tests
 #   bubblewrap wrk                           the latency benchmark's peer and load generator
-DEB_PACKAGES=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux bubblewrap wrk)
+#   vagrant vagrant-libvirt                  `vagrant validate` of the Vagrantfile in the tests
+DEB_PACKAGES=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux bubblewrap wrk vagrant vagrant-libvirt)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
