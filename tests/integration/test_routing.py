@@ -15,7 +15,7 @@ from tests.conftest import EXAMPLES
 from tests.httpc import request
 from tests.stack import Stack
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.model]
 NFCTL = Path(sys.executable).parent / "nfctl"
 
 

@@ -150,6 +150,7 @@ def _router_embedder_missing() -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_with_the_routers_real_embedder() -> None:
     reason = _router_embedder_missing()
     if reason:

@@ -24,6 +24,8 @@ from neuroflow.router import (
     read_bad_cases,
 )
 
+pytestmark = pytest.mark.model  # runs the real routing model (slow under emulation)
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "routing" / "agents"
 SMALL = ("echo", "calc", "weather", "translate")
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from neuroflow.router import load_profile
 from neuroflow.router.lexical import normalize
 from neuroflow.router.negatives import NEGATIVES
+
+pytestmark = pytest.mark.model  # runs the real routing model (slow under emulation)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "routing"

@@ -7,6 +7,8 @@ import pytest
 
 from neuroflow.router.embedding import Embedder, load_embedder
 
+pytestmark = pytest.mark.model  # runs the real routing model (slow under emulation)
+
 
 @pytest.fixture(scope="module")
 def e5() -> Embedder:
