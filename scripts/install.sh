@@ -30,8 +30,8 @@ log "routing model into $PREFIX/venv/share/neuroflow/models"
 "$PREFIX/venv/bin/python" -m neuroflow.router.e5export "$PREFIX/venv/share/neuroflow/models" >/dev/null
 
 log "users, folders and units"
-install -m 0644 "$ROOT/systemd/neuroflow.sysusers" /etc/sysusers.d/neuroflow.conf
-install -m 0644 "$ROOT/systemd/neuroflow.tmpfiles" /etc/tmpfiles.d/neuroflow.conf
+install -D -m 0644 "$ROOT/systemd/neuroflow.sysusers" /etc/sysusers.d/neuroflow.conf
+install -D -m 0644 "$ROOT/systemd/neuroflow.tmpfiles" /etc/tmpfiles.d/neuroflow.conf
 systemd-sysusers /etc/sysusers.d/neuroflow.conf
 systemd-tmpfiles --create /etc/tmpfiles.d/neuroflow.conf
 for unit in neuroflow.target neuroflow-supervisor.service neuroflow-gateway.service neuroflow-ebpf.service; do
