@@ -18,7 +18,7 @@ START=1
 [ "$(id -u)" -eq 0 ] || { echo "scripts/install.sh: run as root: sudo $0" >&2; exit 1; }
 log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
 
-NEUROFLOW_DEBS_ONLY=1 "$ROOT/scripts/setup.sh"
+NEUROFLOW_DEBS_ONLY=runtime "$ROOT/scripts/setup.sh"
 
 log "virtualenv $PREFIX/venv"
 mkdir -p "$PREFIX"

@@ -10,13 +10,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 
-# What the product and its tests need from Debian:
+# What the product needs from Debian (scripts/install.sh installs only these):
 #   python3-venv python3-dev gcc libcap-dev  build python-prctl in a virtualenv
 #   libseccomp2                              seccomp filters (pyseccomp loads it)
-#   iproute2 util-linux                      network/namespace tools used by tests
+#   iproute2 util-linux                      network and namespace tools
+RUNTIME_DEBS=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux)
+# ...and what its tests and benchmarks need too:
 #   bubblewrap wrk                           the latency benchmark's peer and load generator
 #   vagrant vagrant-libvirt                  `vagrant validate` of the Vagrantfile in the tests
-DEB_PACKAGES=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux bubblewrap wrk vagrant vagrant-libvirt)
+DEV_DEBS=(bubblewrap wrk vagrant vagrant-libvirt)
+DEB_PACKAGES=("${RUNTIME_DEBS[@]}")
+[ "${NEUROFLOW_DEBS_ONLY:-}" = runtime ] || DEB_PACKAGES+=("${DEV_DEBS[@]}")
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
