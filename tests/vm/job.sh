@@ -37,7 +37,7 @@ scripts/run.sh > >(sed -u 's/^/[run.sh] /') 2>&1 &
 runpid=$!
 ok=1
 for _ in $(seq 1 600); do
-  curl -fsS localhost:8080/readyz >/dev/null 2>&1 && { ok=0; break; }
+  curl -fsS -m 10 localhost:8080/readyz >/dev/null 2>&1 && { ok=0; break; }
   kill -0 $runpid 2>/dev/null || break
   sleep 0.5
 done
@@ -53,12 +53,14 @@ result readme-run-command $ok "(backend $backend, $(elapsed))"
 
 echo "=== systemd units ($(elapsed))"
 scripts/install.sh
-for _ in $(seq 1 600); do curl -fsS localhost:8080/readyz >/dev/null 2>&1 && break; sleep 0.5; done
+for _ in $(seq 1 600); do curl -fsS -m 10 localhost:8080/readyz >/dev/null 2>&1 && break; sleep 0.5; done
 systemctl is-active neuroflow-supervisor.service neuroflow-gateway.service
 systemctl is-active --quiet neuroflow-supervisor.service && systemctl is-active --quiet neuroflow-gateway.service
 result units-active $?
-curl -fsS localhost:8080/v1/agents/calc/invoke -d '{"input": "6*7"}' | grep -q '"result": 42'
-result units-serve $?
+curl -fsS -m 30 localhost:8080/v1/agents/calc/invoke -d '{"input": "6*7"}' | grep -q '"result": 42'
+result units-serve $? || true
+curl -sS -m 30 localhost:8080/readyz; echo
+journalctl -u neuroflow-gateway -n 8 --no-pager
 
 svc=/sys/fs/cgroup/system.slice/neuroflow-supervisor.service
 echo "subtree_control: $(cat $svc/cgroup.subtree_control)"
@@ -87,7 +89,7 @@ class Slow(Agent):
         return Response(output="finished")
 PY
 systemctl restart neuroflow.target
-for _ in $(seq 1 600); do curl -fsS localhost:8080/readyz 2>/dev/null | grep -q slow && break; sleep 0.5; done
+for _ in $(seq 1 600); do curl -fsS -m 10 localhost:8080/readyz 2>/dev/null | grep -q slow && break; sleep 0.5; done
 curl -sS -m 60 localhost:8080/v1/agents/slow/invoke -d '{"input": 3}' >/tmp/slow.out 2>&1 &
 curlpid=$!
 sleep 1
@@ -101,7 +103,7 @@ result units-stop-cleans-cgroups $?
 
 # Crash -> restart.
 systemctl start neuroflow.target
-for _ in $(seq 1 600); do curl -fsS localhost:8080/readyz >/dev/null 2>&1 && break; sleep 0.5; done
+for _ in $(seq 1 600); do curl -fsS -m 10 localhost:8080/readyz >/dev/null 2>&1 && break; sleep 0.5; done
 before=$(systemctl show -p MainPID --value neuroflow-supervisor)
 kill -9 "$before"
 ok=1
