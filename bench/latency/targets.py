@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import subprocess
 import sys
@@ -92,9 +93,12 @@ def neuroflow_stack() -> Iterator[str]:
         raise TargetError(
             f"cannot import tests.stack ({exc}); run with --targets plain,bwrap until it exists"
         ) from exc
+    # The gateway as deployed (guard on), unless NEUROFLOW_BENCH_GATEWAY_ARGS says otherwise,
+    # e.g. "--no-router --no-guard" to measure the path without the guard.
+    args = tuple(os.environ.get("NEUROFLOW_BENCH_GATEWAY_ARGS", "--no-router").split())
     with (
         tempfile.TemporaryDirectory(prefix="nf-bench-") as tmp,
-        Stack(agents=[ECHO_DIR], workdir=Path(tmp)) as stack,
+        Stack(agents=[ECHO_DIR], workdir=Path(tmp), gateway_args=args) as stack,
     ):
         yield str(stack.url)
 
