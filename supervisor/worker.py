@@ -70,6 +70,30 @@ class _LogReader(asyncio.Protocol):
             self.partial = b""
 
 
+class _UvPipeEnd:
+    """A pipe fd handed to uvloop, which closes it itself (libuv owns it).
+
+    uvloop's connect_*_pipe does not dup the fd it takes from a file object, so
+    a file object would close the same number a second time — possibly after
+    another thread got it (MagicStack/uvloop#763). This stand-in never closes.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        pass
+
+
+def _pipe_end(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> object:
+    if type(loop).__module__.startswith("uvloop"):
+        return _UvPipeEnd(fd)
+    return os.fdopen(fd, mode, 0)  # asyncio's own pipe transports close the file object
+
+
 class Worker:
     def __init__(self, pool: AgentPool, worker_id: str) -> None:
         self.pool = pool
@@ -114,10 +138,10 @@ class Worker:
         finally:
             for fd in (req_r, resp_w, log_w):
                 os.close(fd)
-        w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", 0))
+        w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_end(loop, req_w, "wb"))
         self._writer = w_transport
-        r_transport, _ = await loop.connect_read_pipe(lambda: _FrameReader(self), os.fdopen(resp_r, "rb", 0))
-        l_transport, _ = await loop.connect_read_pipe(lambda: _LogReader(self), os.fdopen(log_r, "rb", 0))
+        r_transport, _ = await loop.connect_read_pipe(lambda: _FrameReader(self), _pipe_end(loop, resp_r, "rb"))
+        l_transport, _ = await loop.connect_read_pipe(lambda: _LogReader(self), _pipe_end(loop, log_r, "rb"))
         self._transports = [w_transport, r_transport, l_transport]
         self.host_pid = await asyncio.wait_for(self._hello, 15)
         self._pidfd = os.pidfd_open(self.host_pid)
