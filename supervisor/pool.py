@@ -73,6 +73,7 @@ class AgentPool:
         self._group: Leaf | None = None
         self._seq = 0
         self._crashes = 0
+        self._respawning = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # One cgroup and sandbox root per pool: a release can be live twice for a
         # moment (rolled back to while its old pool still drains).
@@ -144,7 +145,7 @@ class AgentPool:
         return leaf
 
     async def _spawn(self) -> Worker | None:
-        if self._zygote is None or self.state != "ready":
+        if self._zygote is None or self.state != "ready" or len(self.workers) >= self.pool_max:
             return None
         self._seq += 1
         worker = Worker(self, f"w{self._seq}")
@@ -172,16 +173,21 @@ class AgentPool:
             self._ensure_min()
 
     def _ensure_min(self) -> None:
-        missing = self.pool_min - len(self.workers)
-        if missing <= 0 and not (self._waiters and len(self.workers) < self.pool_max):
+        """Respawn up to ``pool.min``, counting the respawns already scheduled."""
+        missing = self.pool_min - len(self.workers) - self._respawning
+        if missing <= 0:
             return
         delay = _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)]
 
         async def respawn() -> None:
-            await asyncio.sleep(delay)
-            await self._spawn()
+            try:
+                await asyncio.sleep(delay)
+                await self._spawn()
+            finally:
+                self._respawning -= 1
 
-        for _ in range(max(missing, 1)):
+        for _ in range(missing):
+            self._respawning += 1
             self._background(respawn())
 
     def _background(self, coro: object) -> None:

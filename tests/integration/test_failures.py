@@ -93,6 +93,13 @@ def test_worker_exit_reports_status(stack: Stack) -> None:
     assert "exited with status 7" in body["error"]["message"]
 
 
+def test_crash_loop_respawns_only_up_to_the_pool(stack: Stack) -> None:
+    for _ in range(8):  # deaths in quick succession must not each add a replacement
+        assert invoke(stack.url, "lab", {"op": "exit", "code": 3})[0] == 502
+    time.sleep(3)  # past the respawn backoff
+    assert 2 <= len(_wait_workers(stack, "lab", 2)) <= 3  # lab's pool: min 2, max 3
+
+
 def test_deadline_cancels_cooperative_request_without_a_kill(stack: Stack) -> None:
     pids = set(_wait_workers(stack, "lab", 2))
     started = time.monotonic()
