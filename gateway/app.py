@@ -154,8 +154,7 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
         code = reply.error.code
         log.warning("request failed", extra={"request_id": rid, "agent": name, "code": code,
                                              "error": reply.error.message})
-        body = json.loads(error_body(code, reply.error.message, rid, agent=name))
-        return _json_response(json.dumps({**body, **(extra or {})}, ensure_ascii=False).encode(),
+        return _json_response(error_body(code, reply.error.message, rid, agent=name, **(extra or {})),
                               status_for(code), rid)
     output = _screen(guarding, reply.output_json or b"null", "output", name, user)
     # The agent's output is already JSON: splice it in rather than parse and re-encode it.

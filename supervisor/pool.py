@@ -339,17 +339,10 @@ class AgentPool:
 
 def _remove_group(cgroups: Cgroups, parts: tuple[str, ...]) -> None:
     """The release's own group and its leaves (a retired release's are gone for good)."""
-    from .sandbox.cgroup_common import remove_tree
-
-    for backend in (cgroups.v2, cgroups.v1):
-        if backend is None:
-            continue
-        bases = backend.base.values() if isinstance(backend.base, dict) else [backend.base]
-        for base in dict.fromkeys(bases):
-            try:
-                remove_tree(base.joinpath(*parts))
-            except Exception as exc:  # reclaimed at the next start at the latest
-                log.warning("could not remove cgroup %s: %s", base.joinpath(*parts), exc)
+    try:
+        cgroups.remove(*parts)
+    except Exception as exc:  # reclaimed at the next start at the latest
+        log.warning("could not remove cgroup %s: %s", "/".join(parts), exc)
 
 
 def _remove_leaf(leaf: Leaf) -> None:

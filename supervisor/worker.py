@@ -103,7 +103,6 @@ class Worker:
         self.leaf: Leaf | None = None
         self.inflight: dict[int, asyncio.Future[wpb.InvokeResult]] = {}
         self.request_ids: dict[int, str] = {}
-        self.served = 0
         self.place_ms = 0.0
         self.kill_reason: str | None = None
         self._next_id = 0
@@ -221,7 +220,6 @@ class Worker:
                 timer.cancel()
             self.request_ids.pop(fid, None)
             fut = self.inflight.pop(fid, None)
-            self.served += 1
             if fut is not None and not fut.done():
                 fut.set_result(frame.result)
             self.pool.on_worker_free(self)
@@ -329,6 +327,7 @@ class Worker:
 
     def close_input(self) -> None:
         """Graceful stop: the worker finishes what it has and exits at EOF."""
-        self.state = "draining" if self.state != "dead" else "dead"
+        if self.state != "dead":
+            self.state = "draining"
         if self._writer is not None:
             self._writer.close()

@@ -99,6 +99,10 @@ class CgroupV1:
     def group(self, *parts: str) -> V1Group:
         return V1Group({c: d.joinpath(*parts) for c, d in self.base.items()})
 
+    def remove(self, *parts: str) -> None:
+        for d in dict.fromkeys(self.base.values()):
+            remove_tree(d.joinpath(*parts))
+
     def teardown(self) -> None:
         self.reclaim()
 

@@ -50,7 +50,8 @@ class V2Group:
             return
         if limits.memory is not None and "memory" in self.controllers:
             write(self.path / "memory.max", limits.memory)
-            write(self.path / "memory.swap.max", 0) if (self.path / "memory.swap.max").exists() else None
+            if (self.path / "memory.swap.max").exists():  # absent without swap accounting
+                write(self.path / "memory.swap.max", 0)
             write(self.path / "memory.oom.group", 1)
         if limits.cpu is not None and "cpu" in self.controllers:
             write(self.path / "cpu.max", f"{int(limits.cpu * CPU_PERIOD_US)} {CPU_PERIOD_US}")
@@ -127,6 +128,9 @@ class CgroupV2:
 
     def group(self, *parts: str) -> V2Group:
         return V2Group(self.base.joinpath(*parts), self.controllers)
+
+    def remove(self, *parts: str) -> None:
+        remove_tree(self.base.joinpath(*parts))
 
     def teardown(self) -> None:
         self.reclaim()

@@ -145,6 +145,12 @@ class Cgroups:
             if b is not None:
                 b.teardown()
 
+    def remove(self, *parts: str) -> None:
+        """Kill what is left in a group and its subgroups, and remove them all."""
+        for backend in (self.v2, self.v1):
+            if backend is not None:
+                backend.remove(*parts)
+
     def create(self, *parts: str, limits: GroupLimits | None = None, parent: bool = False) -> Leaf:
         """Create a group (``parent=True`` for one that will hold other groups)."""
         v1 = self.v1.group(*parts) if self.v1 else None

@@ -41,7 +41,6 @@ def test_no_capabilities_no_new_privs_seccomp_on(probe: dict[str, Any]) -> None:
 def test_pid_namespace_hides_host_processes(probe: dict[str, Any]) -> None:
     assert max(probe["visible_pids"]) < 100, probe["visible_pids"]
     assert 1 in probe["visible_pids"]  # the zygote is pid 1 inside
-    assert os.getpid() not in probe["visible_pids"] or os.getpid() < 100
 
 
 def test_network_namespace_has_only_loopback(probe: dict[str, Any]) -> None:
