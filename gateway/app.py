@@ -32,6 +32,7 @@ from .client import SupervisorClient, SupervisorUnavailable
 from .errors import error_body, status_for
 from .guarding import Blocked, Guarding, GuardingConfig
 from .routing import Routing, RoutingConfig, RoutingUnavailable
+from .telemetry import Export, add_metrics_route, guard_blocked, route_fallback, span, supervisor_call, traced
 
 log = logging.getLogger("neuroflow.gateway")
 
@@ -145,7 +146,8 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
     wait = (timeout / 1000 if timeout else config.max_timeout) + _BACKSTOP
     started = time.perf_counter()
     try:
-        reply = await client.invoke(call, wait)
+        with supervisor_call(config.supervisor, name, call.metadata):
+            reply = await client.invoke(call, wait)
     except SupervisorUnavailable as exc:
         raise ApiError("supervisor_unavailable", str(exc)) from None
     except TimeoutError:
@@ -171,10 +173,14 @@ async def _call_agent(request: web.Request, name: str, value: Any, session: str,
 
 
 def _screen(guarding: Guarding, payload: bytes, direction: str, agent: str | None, user: str | None) -> bytes:
-    try:
+    if guarding.guard is None:  # off: no span either
         return guarding.screen_json(payload, direction, agent, user)
-    except Blocked as exc:
-        raise ApiError("guard_blocked", exc.message, rule=exc.rule) from None
+    with span(f"guard {direction}") as current:
+        try:
+            return guarding.screen_json(payload, direction, agent, user)
+        except Blocked as exc:
+            guard_blocked(current, exc.rule, direction)
+            raise ApiError("guard_blocked", exc.message, rule=exc.rule) from None
 
 
 async def _decide(request: web.Request, body: dict[str, Any]) -> Any:
@@ -184,10 +190,17 @@ async def _decide(request: web.Request, body: dict[str, Any]) -> Any:
     # The query is checked before routing (the input is checked again, for its agent, on invoke).
     _screen(request.app[GUARDING], json.dumps(query, ensure_ascii=False).encode(), "input", None,
             request.headers.get("X-User"))
-    try:
-        return await request.app[ROUTING].route(query)
-    except RoutingUnavailable as exc:
-        raise ApiError("router_unavailable", str(exc)) from None
+    with span("route") as current:
+        try:
+            decision = await request.app[ROUTING].route(query)
+        except RoutingUnavailable as exc:
+            raise ApiError("router_unavailable", str(exc)) from None
+        current.set_attributes({"neuroflow.route.agent": decision.agent or "",
+                                "neuroflow.route.confidence": float(decision.confidence),
+                                "neuroflow.route.fallback": bool(decision.fallback)})
+        if decision.fallback or decision.agent is None:
+            route_fallback(decision.agent)
+        return decision
 
 
 async def route(request: web.Request) -> web.Response:
@@ -267,8 +280,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def make_app(config: GatewayConfig, client: SupervisorClient, routing: Routing | None = None,
-             guarding: Guarding | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.max_body, middlewares=[request_context])
+             guarding: Guarding | None = None, export: Export | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.max_body, middlewares=[traced, request_context])
+    if export is not None:
+        add_metrics_route(app, export)
     app[CONFIG] = config
     app[CLIENT] = client
     app[ROUTING] = routing or Routing(RoutingConfig(enabled=False), client)

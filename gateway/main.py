@@ -18,10 +18,12 @@ from aiohttp import web
 from neuroflow.guard import GuardConfigError
 from neuroflow.supervisor import logs
 
+from . import telemetry
 from .app import GatewayConfig, make_app
 from .client import SupervisorClient
 from .guarding import Guarding, GuardingConfig
 from .routing import Routing, RoutingConfig
+from .telemetry import Export
 
 log = logging.getLogger("neuroflow.gateway")
 
@@ -45,8 +47,20 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
     parser.add_argument("--default-agent", help="agent for queries no agent fits (default: answer 422)")
     parser.add_argument("--route-threshold", type=float, help="calibrated confidence needed (default 0.5)")
     parser.add_argument("--route-log", type=Path, help="JSONL file of low-confidence routing decisions")
+    parser.add_argument("--trace-dir", type=Path,
+                        help="write finished spans to rotating JSON-lines files here when no OTLP endpoint is set "
+                             "(default: a traces folder beside --route-log, else none)")
+    parser.add_argument("--otlp-endpoint", default=None,
+                        help="OTLP collector URL for traces and metrics (default: $OTEL_EXPORTER_OTLP_ENDPOINT)")
+    parser.add_argument("--otlp-protocol", choices=["grpc", "http/protobuf"],
+                        help="OTLP transport (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+    parser.add_argument("--trace-sample", type=float, default=1.0, metavar="RATIO",
+                        help="share of requests (without a sampled traceparent) whose spans are recorded, "
+                             "0 to 1 (default 1: every request); unsampled ones still carry a trace id")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    if not 0.0 <= args.trace_sample <= 1.0:
+        parser.error(f"--trace-sample: expected a ratio from 0 to 1, got {args.trace_sample:g}")
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--listen: expected HOST:PORT, got {args.listen!r}")
@@ -57,12 +71,27 @@ def parse_args(argv: list[str] | None) -> tuple[GatewayConfig, argparse.Namespac
                                  model_cache_dir=args.model_cache, default_agent=args.default_agent,
                                  threshold=args.route_threshold, bad_case_log=args.route_log)
     args.guarding = GuardingConfig(enabled=not args.no_guard, rules=args.guard_rules)
+    if args.trace_dir is None and args.route_log is not None:
+        args.trace_dir = args.route_log.parent / "traces"
     return config, args
 
 
 def _default_model_cache() -> Path:
     """``<virtualenv>/share/neuroflow/models``, where scripts/setup.sh builds the model."""
     return Path(sys.prefix) / "share" / "neuroflow" / "models"
+
+
+def _hand_over(user: str, trace_dir: Path | None, route_log: Path | None) -> None:
+    """What the gateway writes after dropping to ``user``: its trace folder and route log."""
+    pw = pwd.getpwnam(user)
+    if trace_dir is not None:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        for path in (trace_dir, *trace_dir.iterdir()):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    if route_log is not None:
+        route_log.parent.mkdir(parents=True, exist_ok=True)
+        route_log.touch(mode=0o640, exist_ok=True)
+        os.chown(route_log, pw.pw_uid, pw.pw_gid)
 
 
 def drop_to(user: str) -> None:
@@ -73,9 +102,10 @@ def drop_to(user: str) -> None:
     os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
 
 
-async def serve(config: GatewayConfig, routing: RoutingConfig, guarding: GuardingConfig, user: str | None) -> int:
+async def serve(config: GatewayConfig, routing: RoutingConfig, guarding: GuardingConfig, user: str | None,
+                export: Export | None = None) -> int:
     client = SupervisorClient(config.supervisor)
-    app = make_app(config, client, Routing(routing, client), Guarding(guarding))
+    app = make_app(config, client, Routing(routing, client), Guarding(guarding), export)
     runner = web.AppRunner(app, access_log=log if config.access_log else None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -93,6 +123,8 @@ async def serve(config: GatewayConfig, routing: RoutingConfig, guarding: Guardin
     await stop.wait()
     log.info("stopping")
     await runner.cleanup()
+    if export is not None:
+        await asyncio.to_thread(export.shutdown)  # flushes the last spans
     return 0
 
 
@@ -105,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             log.error("--user: no such user %r", args.user)
             return 2
+    export = telemetry.setup(args.trace_dir, args.otlp_endpoint, args.otlp_protocol, args.trace_sample)
+    if args.user and os.geteuid() == 0:
+        _hand_over(args.user, args.trace_dir, args.route_log)
     try:
-        return uvloop.run(serve(config, args.routing, args.guarding, args.user))
+        return uvloop.run(serve(config, args.routing, args.guarding, args.user, export))
     except GuardConfigError as exc:
         log.error("guard rules: %s", exc)
         return 2

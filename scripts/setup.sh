@@ -14,11 +14,13 @@ VENV="$ROOT/.venv"
 #   python3-venv python3-dev gcc libcap-dev  build python-prctl in a virtualenv
 #   libseccomp2                              seccomp filters (pyseccomp loads it)
 #   iproute2 util-linux                      network and namespace tools
-RUNTIME_DEBS=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux)
+#   python3-bpfcc linux-libc-dev             neuroflow-ebpf: BCC, and the uapi headers of its minimal header folder
+RUNTIME_DEBS=(python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 util-linux python3-bpfcc linux-libc-dev)
 # ...and what its tests and benchmarks need too:
 #   bubblewrap wrk                           the latency benchmark's peer and load generator
 #   vagrant vagrant-libvirt                  `vagrant validate` of the Vagrantfile in the tests
-DEV_DEBS=(bubblewrap wrk vagrant vagrant-libvirt)
+#   firejail                                 the spawn benchmark's second peer
+DEV_DEBS=(bubblewrap wrk vagrant vagrant-libvirt firejail)
 DEB_PACKAGES=("${RUNTIME_DEBS[@]}")
 [ "${NEUROFLOW_DEBS_ONLY:-}" = runtime ] || DEB_PACKAGES+=("${DEV_DEBS[@]}")
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuroflow.v1 import common_pb2, worker_pb2 as wpb
+
+from .http import EgressHttp
+from .tracing import Tracer
+
+if TYPE_CHECKING:
+    import httpx
 
 _LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 
@@ -21,6 +27,7 @@ class Context:
     """
 
     __slots__ = (
+        "_egress",
         "_emit",
         "_id",
         "_usage",
@@ -28,6 +35,7 @@ class Context:
         "config",
         "request_id",
         "session",
+        "tracer",
         "version",
         "worker_id",
     )
@@ -43,6 +51,8 @@ class Context:
         version: str,
         worker_id: str,
         config: Mapping[str, Any],
+        tracer: Tracer | None = None,
+        egress: EgressHttp | None = None,
     ) -> None:
         self._emit = emit
         self._id = frame_id
@@ -56,6 +66,20 @@ class Context:
         self.worker_id = worker_id
         #: The ``config:`` mapping of the agent's manifest, read-only.
         self.config: Mapping[str, Any] = MappingProxyType(dict(config))
+        #: Child spans of this request's trace: ``with context.tracer.start_as_current_span("name"): ...``
+        self.tracer = tracer if tracer is not None else Tracer("", "", sampled=False)
+        self._egress = egress if egress is not None else EgressHttp(agent, "")
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """This worker's ``httpx.AsyncClient``; every connection goes through the egress proxy.
+
+        Only the destinations in the agent's ``network`` allowlist are reachable;
+        a refusal raises an ``httpx`` error whose message starts with the proxy's
+        code (``egress_denied: ...``). Without an allowlist this raises
+        ``AgentError("egress_disabled", ...)``.
+        """
+        return self._egress.client()
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
         """Write one structured log line for this request."""

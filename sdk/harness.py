@@ -35,6 +35,8 @@ from . import __version__
 from .agent import Agent
 from .context import Context
 from .framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode, read_frame
+from .http import EgressHttp
+from .tracing import Tracer
 from .types import AgentError, Request, Response
 
 #: Exit codes a supervisor can tell apart.
@@ -123,6 +125,8 @@ class Worker:
         self._decoder = FrameDecoder(self.max_frame)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._health_tasks: set[asyncio.Task[None]] = set()
+        #: ``context.http``: one egress client per worker, created on first use.
+        self._egress = EgressHttp(start.agent, start.egress_socket)
         self._done: asyncio.Future[int] | None = None
         self._draining = False
 
@@ -140,6 +144,7 @@ class Worker:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._egress.aclose()
 
     def _finish(self, code: int) -> None:
         if self._done is not None and not self._done.done():
@@ -184,6 +189,7 @@ class Worker:
     async def _invoke(self, req: wpb.InvokeRequest) -> None:
         _current_id.set(req.id)
         started = time.perf_counter()
+        tracer = Tracer(req.trace_id, req.parent_span_id, req.sampled)
         ctx = Context(
             emit=self._writer.send,
             frame_id=req.id,
@@ -193,8 +199,33 @@ class Worker:
             version=self.start.version,
             worker_id=self.start.worker_id,
             config=self.config,
+            tracer=tracer,
+            egress=self._egress,
         )
         result = wpb.InvokeResult(id=req.id)
+        with tracer.start_as_current_span("worker handle", attributes={
+            "neuroflow.agent": self.start.agent, "neuroflow.worker": self.start.worker_id,
+            "neuroflow.request_id": req.request_id,
+        }) as span:
+            await self._handle(req, ctx, result)
+            if result.HasField("error"):
+                span.set_status(False, result.error.code)
+                span.set_attribute("error.type", result.error.code)
+            if tracer.dropped:
+                span.set_attribute("neuroflow.spans_dropped", tracer.dropped)
+        usage = ctx._usage_message()
+        if usage is not None:
+            result.usage.CopyFrom(usage)
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        self._tasks.pop(req.id, None)
+        if tracer.spans:  # the supervisor exports them with the request's own spans
+            result.spans.extend(tracer.spans)
+        self._writer.send(wpb.FromWorker(result=result))
+        if self._draining and not self._tasks:
+            self._finish(EXIT_OK)
+
+    async def _handle(self, req: wpb.InvokeRequest, ctx: Context, result: wpb.InvokeResult) -> None:
+        """Run the agent's ``handle``; every outcome lands in ``result``."""
         try:
             request = Request(
                 input=json.loads(req.input_json) if req.input_json else None,
@@ -221,14 +252,6 @@ class Worker:
         except Exception as exc:  # the agent's own failure: report it, keep serving
             _fail(result, "agent_error", f"{type(exc).__name__}: {exc}")
             ctx.log("".join(traceback.format_exception(exc)).rstrip(), level="error")
-        usage = ctx._usage_message()
-        if usage is not None:
-            result.usage.CopyFrom(usage)
-        result.duration_ms = (time.perf_counter() - started) * 1000
-        self._tasks.pop(req.id, None)
-        self._writer.send(wpb.FromWorker(result=result))
-        if self._draining and not self._tasks:
-            self._finish(EXIT_OK)
 
     async def _health(self, frame_id: int) -> None:
         healthy, detail = False, ""
@@ -266,6 +289,20 @@ def load_agent(folder: str | os.PathLike[str], entry: str) -> Agent:
 def serve(agent: Agent, in_fd: int = 0, out_fd: int = 1) -> int:
     """Serve the frame protocol for ``agent`` until the supervisor closes stdin."""
     chan_in, chan_out = take_channel(in_fd, out_fd)
+    # The loop is made while the supervisor places us in our cgroup (Start comes after).
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    try:
+        return _serve_started(agent, loop, chan_in, chan_out)
+    finally:
+        loop.close()
+
+
+def _serve_started(agent: Agent, loop: asyncio.AbstractEventLoop, chan_in: int, chan_out: int) -> int:
     first = read_frame(chan_in)
     if first is None:
         return EXIT_OK
@@ -280,16 +317,7 @@ def serve(agent: Agent, in_fd: int = 0, out_fd: int = 1) -> int:
     writer = FrameWriter(chan_out, frame.start.max_frame_bytes or DEFAULT_MAX_FRAME)
     sys.stdout = CapturedStream("stdout", writer)
     sys.stderr = CapturedStream("stderr", writer)
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(Worker(agent, frame.start, chan_in, writer).run())
-    finally:
-        loop.close()
+    return loop.run_until_complete(Worker(agent, frame.start, chan_in, writer).run())
 
 
 def main(argv: list[str] | None = None) -> int:

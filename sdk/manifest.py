@@ -149,7 +149,7 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
         limits=parse_limits(raw.get("limits", {}), f"{path}: limits"),
         pool=_parse_pool(raw.get("pool", {}), f"{path}: pool"),
         seccomp=_parse_word(raw.get("seccomp", "default"), f"{path}: seccomp"),
-        network=str_list("network"),
+        network=_parse_network(raw.get("network", []), f"{path}: network"),
         config=_parse_config(raw.get("config", {}), f"{path}: config"),
         smoke=_parse_smoke(raw.get("smoke", []), f"{path}: smoke"),
     )
@@ -199,6 +199,26 @@ def _parse_word(value: Any, where: str) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ManifestError(f"{where}: expected a profile name, got {value!r}")
     return value
+
+
+def _parse_network(value: Any, where: str) -> tuple[str, ...]:
+    """``network: [entries]`` or ``network: {allow: [entries]}``; grammar in :mod:`neuroflow.sdk.http`."""
+    from .http import AllowEntryError, parse_allow_entry
+
+    if isinstance(value, dict):
+        if set(value) - {"allow"}:
+            raise ManifestError(f"{where}.{sorted(set(value) - {'allow'})[0]}: unknown key (allowed: allow)")
+        value, where = value.get("allow", []), f"{where}.allow"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ManifestError(f"{where}: expected a list of allowed destinations like 'example.com:443'")
+    for n, entry in enumerate(value):
+        try:
+            parse_allow_entry(entry)
+        except AllowEntryError as exc:
+            raise ManifestError(f"{where}[{n}]: {exc}") from None
+    return tuple(entry.strip() for entry in value)
 
 
 def _parse_smoke(value: Any, where: str) -> tuple[Any, ...]:

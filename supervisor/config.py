@@ -24,6 +24,8 @@ from neuroflow.sdk.manifest import (
     positive_int,
 )
 
+from .telemetry import TelemetryConfig, parse_telemetry
+
 DEFAULT_CONFIG_FILE = Path("/etc/neuroflow/supervisor.yaml")
 
 
@@ -75,6 +77,8 @@ class Config:
     #: the cancellation before it is killed.
     kill_grace: float = 1.0
     drain_timeout: float = 10.0
+    #: How often the workers' cgroups are polled for limit events (refused forks).
+    limits_poll: float = 1.0
     log_level: str = "info"
     defaults: AgentDefaults = field(default_factory=AgentDefaults)
     #: Hot update: watch the agents' folders and deploy what changes.
@@ -87,6 +91,13 @@ class Config:
     keep_releases: int = 5
     #: POSTed a JSON alert on a rejected update or a rollback.
     alert_webhook: str | None = None
+    #: Metrics endpoint, OTLP export, trace files and alert rules (see telemetry.py).
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    #: Egress proxy (agents with a network allowlist): DNS + connect time allowed per
+    #: connection, how long a connection may move no bytes, connections open per pool.
+    egress_connect_timeout: float = 10.0
+    egress_idle_timeout: float = 60.0
+    egress_max_connections: int = 64
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -99,8 +110,9 @@ class Config:
 _KEYS = {
     "state_dir", "agents_dirs", "socket", "socket_mode", "socket_group", "instance",
     "uid_base", "uid_count", "max_frame_bytes", "max_queue", "kill_grace", "drain_timeout",
-    "log_level", "defaults", "watch", "debounce", "probation", "probation_min_requests",
-    "probation_max_error_rate", "keep_releases", "alert_webhook",
+    "limits_poll", "log_level", "defaults", "watch", "debounce", "probation", "probation_min_requests",
+    "probation_max_error_rate", "keep_releases", "alert_webhook", "telemetry",
+    "egress_connect_timeout", "egress_idle_timeout", "egress_max_connections",
 }
 _DEFAULT_KEYS = {"memory", "cpu", "pids", "timeout", "cpu_seconds", "concurrency", "pool_min", "pool_max"}
 
@@ -160,7 +172,7 @@ def _parse_config(raw: Any, where: str) -> Config:
             values[key] = positive_int(raw[key], f"{where}: {key}")
     if "max_frame_bytes" in raw:
         values["max_frame_bytes"] = parse_size(raw["max_frame_bytes"], f"{where}: max_frame_bytes")
-    for key in ("kill_grace", "drain_timeout"):
+    for key in ("kill_grace", "drain_timeout", "limits_poll"):
         if key in raw:
             values[key] = parse_duration(raw[key], f"{where}: {key}")
     if "log_level" in raw:
@@ -177,7 +189,10 @@ def _parse_config(raw: Any, where: str) -> Config:
     for key in ("debounce", "probation"):
         if key in raw:
             values[key] = parse_duration(raw[key], f"{where}: {key}")
-    for key in ("probation_min_requests", "keep_releases"):
+    for key in ("egress_connect_timeout", "egress_idle_timeout"):
+        if key in raw:
+            values[key] = parse_duration(raw[key], f"{where}: {key}")
+    for key in ("probation_min_requests", "keep_releases", "egress_max_connections"):
         if key in raw:
             values[key] = positive_int(raw[key], f"{where}: {key}")
     if "probation_max_error_rate" in raw:
@@ -190,6 +205,8 @@ def _parse_config(raw: Any, where: str) -> Config:
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}: alert_webhook: expected an http(s) URL, got {url!r}")
         values["alert_webhook"] = url
+    if "telemetry" in raw:
+        values["telemetry"] = parse_telemetry(raw["telemetry"], f"{where}: telemetry")
     config = Config(**values)
     if config.uid_base < 1000:
         raise ConfigError(f"{where}: uid_base: expected >= 1000 (sandbox uids must be unprivileged)")

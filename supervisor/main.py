@@ -22,6 +22,7 @@ from .registry import Registry
 from .sandbox.cgroup_common import CgroupError
 from .sandbox.cgroups import Cgroups
 from .service import SupervisorService
+from .telemetry import SupervisorTelemetry
 
 log = logging.getLogger("neuroflow.supervisor")
 
@@ -70,7 +71,10 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # handlers only enqueue; the loop below acts
+    telemetry = SupervisorTelemetry(config.telemetry, config.state_dir, registry.alerts)
     try:
+        await telemetry.start(lambda: [p for e in list(registry.agents.values())
+                                       for p in (e.pool, e.previous) if p is not None])
         await registry.start_all()
         if config.watch:
             registry.watch(config.debounce)
@@ -91,6 +95,7 @@ async def serve(config: Config) -> int:
         await server.stop(grace=2)
     finally:
         await registry.stop_all()
+        await telemetry.close()
         await asyncio.to_thread(cgroups.teardown)
         if config.socket.exists():
             config.socket.unlink()

@@ -2,14 +2,17 @@
 
     nfctl status            supervisor, cgroup backend, agents
     nfctl agents            one line per agent
+    nfctl top               live per-agent requests/s, CPU, memory, syscalls/s, connect latency (eBPF)
     nfctl invoke NAME JSON  run one request (JSON is the agent's input)
     nfctl releases NAME     an agent's releases (current, standby)
     nfctl deploy NAME [PATH]  deploy PATH (default: the agent's folder) after validating it
     nfctl rollback NAME [ID]  back to release ID (default: the one before the current)
     nfctl history [NAME]    swaps, rejections, rollbacks
+    nfctl events [NAME]     limit breaches and seccomp violations (``-f`` to follow)
     nfctl route "QUERY"     which agent the gateway's router picks, and why
     nfctl route-log         the router's recent low-confidence decisions
     nfctl guard check TEXT  what the gateway's guard rules do with TEXT
+    nfctl trace TRACE_ID    a request's span tree with timings (``--last``: the latest trace)
 
 Add ``--json`` for machine-readable output. Exit status: 0 ok, 1 the request
 failed (the error code is printed), 2 usage, 3 supervisor unreachable.
@@ -23,6 +26,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -48,11 +52,12 @@ def _mib(n: int) -> str:
 def _agent_rows(agents: Any) -> list[list[str]]:
     return [[a.name, a.version or "-", a.state, a.release[:12] or "-", str(a.workers), str(a.busy),
              str(a.requests), str(a.failures), _mib(a.limits.memory_bytes),
-             f"{a.limits.cpu:g}" if a.limits.cpu else "-", a.detail[:60]] for a in agents]
+             f"{a.limits.cpu:g}" if a.limits.cpu else "-", a.seccomp or "-", str(a.events), a.detail[:60]]
+            for a in agents]
 
 
 _AGENT_HEADER = ["agent", "version", "state", "release", "workers", "busy", "requests", "failed",
-                 "memory", "cpu", "detail"]
+                 "memory", "cpu", "seccomp", "events", "detail"]
 
 
 def cmd_status(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
@@ -65,8 +70,54 @@ def cmd_status(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
     print(f"state       {st.state_dir}")
     print(f"cgroups     {st.cgroup.backend} ({', '.join(st.cgroup.controllers)}): {st.cgroup.reason}")
     print(f"            {st.cgroup.root}")
+    print("\n".join(_ebpf_status_lines(args)))
     print()
     print(_table(_agent_rows(st.agents), _AGENT_HEADER))
+    return 0
+
+
+def _ebpf_status_lines(args: argparse.Namespace) -> list[str]:
+    """The eBPF probes, on or off and why, from neuroflow-ebpf's local endpoint (never fails status)."""
+    from neuroflow.ebpf import top as ebpf_top
+
+    try:
+        return ebpf_top.status_lines(ebpf_top.fetch_status(args.ebpf, timeout=min(args.timeout, 2)))
+    except ebpf_top.EbpfUnreachable as exc:
+        return ebpf_top.status_lines(None, str(exc))
+
+
+def cmd_top(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    """Live per-agent table: requests/s from the supervisor, the rest from neuroflow-ebpf."""
+    from neuroflow.ebpf import top as ebpf_top
+
+    def sample() -> tuple[float, dict[str, Any]]:
+        reply = stub.ListAgents(pb.ListAgentsRequest(), timeout=args.timeout)
+        return time.monotonic(), {a.name: a for a in reply.agents}
+
+    then, before = sample()
+    shown = 0
+    while args.count == 0 or shown < args.count:
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+        now, agents = sample()
+        rates = {name: {"workers": a.workers,
+                        "requests_per_s": (a.requests - before[name].requests) / (now - then) if name in before
+                        else None} for name, a in agents.items()}
+        then, before = now, agents
+        try:
+            ebpf, note = ebpf_top.fetch_status(args.ebpf, timeout=min(args.timeout, 2)), ""
+        except ebpf_top.EbpfUnreachable as exc:
+            ebpf, note = None, str(exc)
+        if args.json:
+            print(json.dumps({"agents": rates, "ebpf": ebpf and ebpf.get("agents")}), flush=True)
+        else:
+            if sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")
+            print(time.strftime("%H:%M:%S") + (f"  ({note})" if note else ""))
+            print(_table(ebpf_top.top_rows(rates, ebpf), ebpf_top.TOP_HEADER), flush=True)
+        shown += 1
     return 0
 
 
@@ -148,6 +199,56 @@ def cmd_history(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    request = pb.EventsRequest(agent=args.name or "", limit=args.limit, follow=args.follow)
+    stream = stub.Events(request, timeout=None if args.follow else args.timeout)
+    rows = []
+    for event in stream:
+        if args.json:
+            print(json_format.MessageToJson(event, preserving_proto_field_name=True, indent=None), flush=True)
+        elif args.follow:
+            print(f"{_when(event.ts_unix)}  {event.agent}  {event.worker_id}  {event.kind}  {event.value}  "
+                  f"{event.detail}", flush=True)
+        else:
+            rows.append([_when(event.ts_unix), event.agent, event.worker_id, event.kind, event.value,
+                         event.request_id or "-", event.detail[:90]])
+    if not args.json and not args.follow:
+        print(_table(rows, ["time", "agent", "worker", "kind", "value", "request", "detail"]))
+    return 0
+
+
+def _trace_dirs(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> list[str]:
+    """``--dir`` folders, else the supervisor's ``<state_dir>/traces`` and the gateway's default folder."""
+    if args.dir:
+        return list(args.dir)
+    try:
+        state_dir = stub.Status(pb.StatusRequest(), timeout=2).state_dir
+    except grpc.RpcError:
+        state_dir = "/var/lib/neuroflow"
+    return [os.path.join(state_dir, "traces"), "/var/lib/neuroflow-gateway/traces"]
+
+
+def cmd_trace(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
+    from .telemetry import last_trace_id, read_spans, render_trace, trace_tree
+
+    dirs = _trace_dirs(stub, args)
+    spans = read_spans(Path(d) for d in dirs)
+    trace_id = last_trace_id(spans) if args.last else (args.trace_id or "").lower()
+    if not trace_id:
+        print("nfctl: give a TRACE_ID or --last" if not args.last else f"no traces in {', '.join(dirs)}",
+              file=sys.stderr)
+        return EXIT_USAGE if not args.last else EXIT_FAILED
+    tree = trace_tree(spans, trace_id)
+    if not tree:
+        print(f"error: trace_not_found: no spans of trace {trace_id} in {', '.join(dirs)}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps([{**s, "depth": depth} for depth, s in tree], ensure_ascii=False))
+    else:
+        print(render_trace(spans, trace_id))
+    return 0
+
+
 def _gateway(args: argparse.Namespace, path: str, body: dict[str, Any] | None = None) -> Any:
     """The routing commands ask the gateway (the router lives there), over HTTP."""
     import urllib.error
@@ -223,9 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=10, help="seconds for admin calls")
     parser.add_argument("--gateway", default=os.environ.get("NEUROFLOW_GATEWAY", "http://127.0.0.1:8080"),
                         help="gateway URL for route commands (default: $NEUROFLOW_GATEWAY or %(default)s)")
+    parser.add_argument("--ebpf", default=os.environ.get("NEUROFLOW_EBPF", "http://127.0.0.1:9466"),
+                        help="neuroflow-ebpf's local endpoint for status/top (default: $NEUROFLOW_EBPF or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="supervisor and agents").set_defaults(func=cmd_status)
     sub.add_parser("agents", help="list agents").set_defaults(func=cmd_agents)
+    top = sub.add_parser("top", help="live per-agent requests/s, CPU, memory, syscalls/s, connect latency")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--count", type=int, default=0, help="stop after N refreshes (default: run until Ctrl-C)")
+    top.set_defaults(func=cmd_top)
     inv = sub.add_parser("invoke", help="run one request")
     inv.add_argument("name")
     inv.add_argument("input", help="the agent's input as JSON (plain text becomes a string)")
@@ -247,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("name", nargs="?")
     hist.add_argument("--limit", type=int, default=50)
     hist.set_defaults(func=cmd_history)
+    ev = sub.add_parser("events", help="limit breaches and seccomp violations in the sandboxes")
+    ev.add_argument("name", nargs="?")
+    ev.add_argument("--limit", type=int, default=100)
+    ev.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    ev.set_defaults(func=cmd_events)
     rt = sub.add_parser("route", help="explain which agent a query goes to")
     rt.add_argument("query")
     rt.set_defaults(func=cmd_route)
@@ -258,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("text")
     gc.add_argument("--direction", choices=["input", "output"], default="input")
     gc.set_defaults(func=cmd_guard_check)
+    tr = sub.add_parser("trace", help="a request's span tree from the local trace files")
+    tr.add_argument("trace_id", nargs="?")
+    tr.add_argument("--last", action="store_true", help="the most recent trace")
+    tr.add_argument("--dir", action="append",
+                    help="trace folder (repeatable; default: <state_dir>/traces and /var/lib/neuroflow-gateway/traces)")
+    tr.set_defaults(func=cmd_trace)
     return parser
 
 

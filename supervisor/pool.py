@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field
 from neuroflow.sdk.manifest import Limits, Manifest
 from neuroflow.v1 import worker_pb2 as wpb
 
+from . import telemetry
 from .config import Config
+from .egress import EgressProxy
 from .errors import AgentUnavailable, DeadlineExceeded, NeuroflowError, Overloaded, ShuttingDown
-from .sandbox import SandboxSpec
+from .events import BUS
+from .sandbox import SandboxSpec, rlimits, seccomp
 from .sandbox.cgroup_common import GroupLimits
 from .sandbox.cgroups import Cgroups, Leaf
 from .worker import Worker
@@ -40,12 +44,21 @@ AGENT_FAULTS = ("agent_error", "worker_crashed", "resource_exhausted", "deadline
 #: A pool whose workers keep dying is not respawned faster than this.
 _RESPAWN_BACKOFF = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 
+#: Workers kept forked, placed in their cgroup and started beyond current demand
+#: (within pool.max): a request that needs one more worker finds it ready, so a
+#: spawn's fork, cgroup move (an RCU grace period, DESIGN.md) and Start are never
+#: on a request's path. The replacement is forked as soon as the spare is taken.
+SPARE_WORKERS = 1
+#: Repeats of one refused syscall by one worker within this many seconds are only counted.
+_VIOLATION_QUIET = 10.0
+
 
 @dataclass
 class Counters:
     requests: int = 0
     failures: int = 0
     restarts: int = 0
+    violations: int = 0
     by_error: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -72,8 +85,10 @@ class AgentPool:
         self._zygote: Zygote | None = None
         self._group: Leaf | None = None
         self._seq = 0
+        self._violations: dict[tuple[str, str], float] = {}
         self._crashes = 0
         self._respawning = 0
+        self.spare = SPARE_WORKERS if self.pool_max > self.pool_min else 0
         self._tasks: set[asyncio.Task[None]] = set()
         # One cgroup and sandbox root per pool: a release can be live twice for a
         # moment (rolled back to while its old pool still drains).
@@ -82,6 +97,9 @@ class AgentPool:
         self.group_parts = (f"{self.name}.{release[:12]}.{_POOL_SEQ}",)
         self.on_stopped: Callable[[AgentPool], None] = lambda pool: None
         self._root_dir = config.state_dir / "run" / "roots" / self.group_parts[0]
+        #: The egress proxy of an agent with a network allowlist (started before the zygote).
+        self.egress: EgressProxy | None = None
+        self._egress_dir = config.state_dir / "run" / "egress" / self.group_parts[0]
 
     # -- lifecycle ---------------------------------------------------------
     def _group_limits(self) -> GroupLimits:
@@ -89,15 +107,34 @@ class AgentPool:
 
     async def start(self) -> None:
         try:
+            await self._start_egress()
             await self._start_zygote()
         except AgentUnavailable as exc:
             self.state, self.detail = "failed", exc.message
             log.error("agent failed to start: %s", exc.message, extra={"agent": self.name})
             return
         self.state = "ready"
+        self._background(self._watch_pids())
         await asyncio.gather(*(self._spawn() for _ in range(self.pool_min)), return_exceptions=True)
+        self._keep_spare()
         log.info("agent ready", extra={"agent": self.name, "release": self.release,
                                        "workers": len(self.workers)})
+
+    async def _start_egress(self) -> None:
+        if not self.manifest.network or self.egress is not None:
+            return
+        proxy = EgressProxy(
+            self.name, self.manifest.network, self._egress_dir / "egress.sock", uid=self.uid, gid=self.uid,
+            connect_timeout=self.config.egress_connect_timeout, idle_timeout=self.config.egress_idle_timeout,
+            max_connections=self.config.egress_max_connections,
+            peer_name=lambda pid: next((w.id for w in self.workers if w.host_pid == pid), None),
+        )
+        try:
+            await proxy.start()
+        except OSError as exc:
+            raise AgentUnavailable(f"agent {self.name}: cannot start its egress proxy at "
+                                   f"{proxy.socket_path}: {exc.strerror or exc}") from None
+        self.egress = proxy
 
     async def _start_zygote(self) -> None:
         self._group = await asyncio.to_thread(self.cgroups.create, *self.group_parts, parent=True)
@@ -111,10 +148,30 @@ class AgentPool:
             entry=self.manifest.entry, uid=self.uid, gid=self.uid, root_dir=str(root_dir),
             runtime_paths=self.runtime_paths, seccomp_profile=self.manifest.seccomp,
             zygote_procs=tuple(zygote_leaf.procs_files()), supervisor_pid=os.getpid(),
+            address_space=rlimits.address_space_for(self.limits.memory),
+            egress_dir=str(self._egress_dir) if self.egress is not None else "",
         )
         self._zygote = Zygote(spec)
+        self._zygote.on_violation = self._on_violation
         await self._zygote.start()
         self._zygote.dead.add_done_callback(self._on_zygote_dead)
+
+    def _on_violation(self, violation: seccomp.Violation, worker: Worker | None) -> None:
+        """A refused system call: one event per worker and syscall per ``_VIOLATION_QUIET`` s."""
+        self.counters.violations += 1
+        who = worker.id if worker is not None else "zygote"
+        key = (who, violation.syscall)
+        now = time.monotonic()
+        if now - self._violations.get(key, -_VIOLATION_QUIET) < _VIOLATION_QUIET:
+            return
+        self._violations[key] = now
+        ids = list(worker.request_ids.values()) if worker is not None else []
+        BUS.incident(
+            "seccomp", agent=self.name, release=self.release, worker_id=who, value=violation.syscall,
+            request_id=ids[0] if len(ids) == 1 else "",
+            detail=f"{who} called {violation.syscall}, which seccomp profile {self.manifest.seccomp!r} refuses "
+                   f"(it got {errno.errorcode.get(violation.errno, violation.errno)})",
+        )
 
     def _on_zygote_dead(self, fut: asyncio.Future[str]) -> None:
         if self.state in ("stopping", "stopped"):
@@ -136,6 +193,7 @@ class AgentPool:
             self.state, self.detail = "ready", ""
             self.counters.restarts += 1
             self._ensure_min()
+            self._keep_spare()
             return
 
     def create_worker_leaf(self, worker_id: str, pid: int) -> Leaf:
@@ -158,10 +216,12 @@ class AgentPool:
             worker.kill(f"it failed to start ({exc})")
             return None
         self._crashes = 0
+        telemetry.worker_spawned(self.name)
         self.on_worker_free(worker)
         return worker
 
     def _on_worker_dead(self, worker: Worker) -> None:
+        telemetry.worker_exited(self, worker)
         if worker in self.workers:
             self.workers.remove(worker)
         if worker.leaf is not None:
@@ -171,13 +231,50 @@ class AgentPool:
             self._crashes += 1
         if self.state == "ready":
             self._ensure_min()
+            self._keep_spare()
+
+    async def _watch_pids(self) -> None:
+        """Report forks refused at ``pids.max`` (a fork bomb) as limit events."""
+        seen: dict[str, int] = {}
+        while self.state not in ("stopping", "stopped"):
+            await asyncio.sleep(self.config.limits_poll)
+            workers = [w for w in self.workers if w.leaf is not None and w.state != "dead"]
+            if not workers or not self.limits.pids:
+                continue
+            counts = await asyncio.to_thread(_refused_forks, workers)
+            for worker, refused in zip(workers, counts, strict=True):
+                if refused > seen.get(worker.id, 0):
+                    ids = list(worker.request_ids.values())
+                    BUS.incident(
+                        "pids", agent=self.name, release=self.release, worker_id=worker.id,
+                        value=str(self.limits.pids), request_id=ids[0] if len(ids) == 1 else "",
+                        detail=f"process limit {self.limits.pids} reached: worker {worker.id} had "
+                               f"{refused - seen.get(worker.id, 0)} fork(s) refused",
+                    )
+                seen[worker.id] = refused
+            live = {w.id for w in self.workers}
+            for gone in [k for k in seen if k not in live]:
+                del seen[gone]
 
     def _ensure_min(self) -> None:
         """Respawn up to ``pool.min``, counting the respawns already scheduled."""
         missing = self.pool_min - len(self.workers) - self._respawning
         if missing <= 0:
             return
-        delay = _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)]
+        self._schedule_spawns(missing, _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)])
+
+    def _keep_spare(self) -> None:
+        """Fork ahead of demand until ``spare`` workers' worth of request slots are free, within pool.max."""
+        if self.state != "ready" or not self.spare:
+            return
+        slots = self.limits.concurrency or 1
+        free = sum(slots - len(w.inflight) for w in self.workers if w.state in ("spawning", "ready"))
+        missing = min(self.spare - free // slots, self.pool_max - len(self.workers)) - self._respawning
+        if missing > 0:
+            self._schedule_spawns(missing, _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)])
+
+    def _schedule_spawns(self, count: int, delay: float) -> None:
+        """Spawn ``count`` workers in the background after ``delay``; counted in ``_respawning``."""
 
         async def respawn() -> None:
             try:
@@ -186,7 +283,7 @@ class AgentPool:
             finally:
                 self._respawning -= 1
 
-        for _ in range(missing):
+        for _ in range(count):
             self._respawning += 1
             self._background(respawn())
 
@@ -215,6 +312,8 @@ class AgentPool:
             w.kill("the supervisor is shutting down")
         if self._zygote is not None:
             await self._zygote.stop()
+        if self.egress is not None:
+            await self.egress.close()
         for task in list(self._tasks):
             task.cancel()
         if self._group is not None:
@@ -273,8 +372,11 @@ class AgentPool:
         self.counters.requests += 1
         worker = self._pick() if self.state == "ready" else None
         if worker is None:
-            worker = await self._acquire(deadline, timeout)
+            with telemetry.queue_span(self.name):
+                worker = await self._acquire(deadline, timeout)
+        span = telemetry.start_dispatch(self.name, worker.id, request)
         fut = worker.submit(request)
+        self._keep_spare()
         # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
         timer = loop.call_at(deadline, self._expire, fut, worker, request.id, timeout)
         try:
@@ -284,12 +386,16 @@ class AgentPool:
             raise
         finally:
             timer.cancel()
+            span.end()
 
     def _expire(self, fut: asyncio.Future[wpb.InvokeResult], worker: Worker, frame_id: int,
                 timeout: float) -> None:
         if fut.done():
             return
-        fut.set_exception(DeadlineExceeded(f"agent {self.name} did not answer within {timeout:g} s"))
+        message = f"agent {self.name} did not answer within {timeout:g} s"
+        fut.set_exception(DeadlineExceeded(message))
+        BUS.incident("timeout", agent=self.name, release=self.release, worker_id=worker.id, value=f"{timeout:g} s",
+                     detail=message, request_id=worker.request_ids.get(frame_id, ""))
         worker.abandon(frame_id, f"overran its {timeout:g} s deadline")
 
     # -- validation of a new release ---------------------------------------------
@@ -322,6 +428,7 @@ class AgentPool:
 
     # -- events from workers ---------------------------------------------------
     def on_metric(self, worker: Worker, metric: wpb.Metric) -> None:
+        telemetry.agent_metric(self.name, metric)
         log.debug("metric", extra={"agent": self.name, "worker": worker.id, "metric": metric.name,
                                    "value": metric.value})
 
@@ -343,6 +450,10 @@ def _remove_group(cgroups: Cgroups, parts: tuple[str, ...]) -> None:
         cgroups.remove(*parts)
     except Exception as exc:  # reclaimed at the next start at the latest
         log.warning("could not remove cgroup %s: %s", "/".join(parts), exc)
+
+
+def _refused_forks(workers: list[Worker]) -> list[int]:
+    return [w.leaf.usage().pids_refused if w.leaf is not None else 0 for w in workers]
 
 
 def _remove_leaf(leaf: Leaf) -> None:

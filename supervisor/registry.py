@@ -89,6 +89,8 @@ class Registry:
     def _add(self, manifest_path: Path) -> None:
         folder = manifest_path.parent
         try:
+            if manifest_path.is_symlink():  # never read a host file it names, as root
+                raise ManifestError(f"{manifest_path}: is a symlink; an agent's files must be regular files")
             name = load_manifest(manifest_path).name
         except ManifestError as exc:
             log.error("invalid agent manifest: %s", exc, extra={"path": str(manifest_path)})

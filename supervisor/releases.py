@@ -16,6 +16,7 @@ two versions in one process.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,11 +37,34 @@ def is_editor_temp(name: str) -> bool:
 
 
 def source_files(folder: Path) -> list[Path]:
+    """The regular files of an agent folder, in a stable order.
+
+    Symlinks (to files or folders) and special files are never part of a
+    release: the supervisor copies as root, and following a link would copy
+    whatever host file it names into a folder the sandbox can read.
+    """
     out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        out += [Path(dirpath, f) for f in sorted(filenames) if not is_editor_temp(f)]
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
+                             and not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if not is_editor_temp(name) and stat.S_ISREG(os.lstat(path).st_mode):
+                out.append(path)
     return out
+
+
+def read_regular(path: Path) -> bytes:
+    """Read a file that must still be a regular file, never through a symlink
+    (one swapped in after :func:`source_files` looked fails with ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def content_hash(folder: Path) -> str:
@@ -48,7 +72,7 @@ def content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in source_files(folder):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(read_regular(path) + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -91,7 +115,7 @@ class AgentReleases:
             for path in source_files(source):
                 dest = tmp / path.relative_to(source)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, dest)
+                dest.write_bytes(read_regular(path))
             _make_read_only(tmp)
             os.rename(tmp, target)
         return self.get(release_id)

@@ -15,7 +15,9 @@ import grpc
 from neuroflow.sdk import __version__
 from neuroflow.v1 import common_pb2, supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc, worker_pb2 as wpb
 
+from . import telemetry
 from .errors import AgentNotFound, BadRequest, NeuroflowError, ShuttingDown
+from .events import BUS
 from .pool import AgentPool
 from .registry import DeployResult, Registry
 from .sandbox.cgroups import Cgroups
@@ -33,6 +35,18 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         self.failures = 0
 
     async def handle(self, call: pb.InvokeCall) -> pb.InvokeReply:
+        """Run one call in its span (child of the caller's ``traceparent``), and record its metrics."""
+        with telemetry.server_span(call.metadata, call.agent, call.request_id) as span:
+            reply = await self._handle(call)
+            if reply.HasField("error"):
+                span.set_attribute("error.type", reply.error.code)
+                span.set_status(telemetry.StatusCode.ERROR, reply.error.code)
+        telemetry.record_reply(call.agent if reply.version else "", reply.version, reply.release,
+                               reply.error.code, reply.duration_ms / 1000, reply.usage.prompt_tokens,
+                               reply.usage.completion_tokens)
+        return reply
+
+    async def _handle(self, call: pb.InvokeCall) -> pb.InvokeReply:
         """Run one call; every failure becomes ``reply.error`` with a stable code."""
         reply = pb.InvokeReply(call_id=call.call_id, agent=call.agent, request_id=call.request_id)
         self.requests += 1
@@ -51,6 +65,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             )
             result, worker = await pool.invoke(request)
             reply.worker_id = worker.id
+            telemetry.record_execution(pool.name, reply.version, result.duration_ms)
             if result.HasField("error"):
                 reply.error.CopyFrom(result.error)
             else:
@@ -126,6 +141,8 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         ))
         info.requests, info.failures = pool.counters.requests, pool.counters.failures
         info.restarts = pool.counters.restarts
+        info.seccomp = m.seccomp
+        info.events = sum(n for (agent, _kind), n in BUS.counts.items() if agent == name)
         return info
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsReply:
@@ -191,6 +208,19 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             entries.sort(key=lambda e: e.ts_unix)
             return pb.HistoryReply(entries=entries[-limit:])
         raise AssertionError("unreachable")
+
+    # -- sandbox events ----------------------------------------------------------------
+    async def Events(self, request: pb.EventsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Event]:
+        async with _admin_errors(context):
+            if request.agent:
+                self.registry.entry(request.agent)  # agent_not_found for a wrong name
+        async for event in BUS.watch_incidents(request.agent, request.limit or 100, request.follow):
+            yield event
+
+    async def WatchWorkers(self, request: pb.WatchWorkersRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WorkerEvent]:
+        async for event in BUS.watch_workers():
+            yield event
 
 
 def _deploy_reply(result: DeployResult) -> pb.DeployReply:

@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError
 
 from neuroflow.sdk.framing import FrameDecoder, FrameError, encode
+from neuroflow.sdk.http import SANDBOX_SOCKET as EGRESS_SOCKET
 from neuroflow.v1 import worker_pb2 as wpb
 
+from . import telemetry
 from .errors import NeuroflowError, ResourceExhausted, WorkerCrashed
+from .events import BUS, WorkerRef
 from .sandbox.cgroups import Leaf
 
 if TYPE_CHECKING:
@@ -103,6 +106,8 @@ class Worker:
         self.leaf: Leaf | None = None
         self.inflight: dict[int, asyncio.Future[wpb.InvokeResult]] = {}
         self.request_ids: dict[int, str] = {}
+        #: Trace id (hex) of each request in flight, for its logs and spans.
+        self.trace_ids: dict[int, str] = {}
         self.place_ms = 0.0
         self.kill_reason: str | None = None
         self._next_id = 0
@@ -154,10 +159,13 @@ class Worker:
             release=pool.release, config_json=pool.config_json,
             max_concurrency=pool.limits.concurrency or 1,
             max_frame_bytes=pool.config.max_frame_bytes,
+            egress_socket=EGRESS_SOCKET if pool.egress is not None else "",
         )
         self._send(wpb.ToWorker(start=start))
         await asyncio.wait_for(self._ready, 15)
         self.state = "ready"
+        BUS.worker_added(WorkerRef(agent=pool.name, version=pool.manifest.version, release=pool.release,
+                                   worker_id=self.id, pid=self.host_pid, cgroup_id=self.leaf.cgroup_id))
         log.info("worker ready", extra={"agent": pool.name, "worker": self.id, "pid": self.host_pid,
                                         "spawn_ms": round((time.perf_counter() - started) * 1000, 2),
                                         "place_ms": round(self.place_ms, 2)})
@@ -182,6 +190,8 @@ class Worker:
         fut: asyncio.Future[wpb.InvokeResult] = asyncio.get_running_loop().create_future()
         self.inflight[request.id] = fut
         self.request_ids[request.id] = request.request_id
+        if request.trace_id:
+            self.trace_ids[request.id] = request.trace_id
         self._send(wpb.ToWorker(invoke=request))
         return fut
 
@@ -219,6 +229,9 @@ class Worker:
             if timer is not None:
                 timer.cancel()
             self.request_ids.pop(fid, None)
+            trace_id = self.trace_ids.pop(fid, None)
+            if trace_id and frame.result.spans:
+                telemetry.worker_spans(self, frame.result.spans, trace_id)
             fut = self.inflight.pop(fid, None)
             if fut is not None and not fut.done():
                 fut.set_result(frame.result)
@@ -242,6 +255,8 @@ class Worker:
         extra = {"agent": self.pool.name, "worker": self.id, "stream": stream, **(fields or {})}
         if frame_id and frame_id in self.request_ids:
             extra["request_id"] = self.request_ids[frame_id]
+            if frame_id in self.trace_ids:
+                extra["trace_id"] = self.trace_ids[frame_id]
         log.log(_LEVELS.get(level, logging.INFO), message, extra=extra)
 
     # -- death -------------------------------------------------------------
@@ -277,7 +292,13 @@ class Worker:
         if self.state == "dead" or not (self.exit_status.done() and self.closed.done()):
             return
         self.state = "dead"
-        error = self.death_error()
+        breach = self.breach()
+        error = self.death_error(breach)
+        if breach is not None:
+            ids = list(self.request_ids.values())
+            BUS.incident(breach[0], agent=self.pool.name, release=self.pool.release, worker_id=self.id,
+                         value=breach[1], detail=breach[2], request_id=ids[0] if len(ids) == 1 else "")
+        BUS.worker_removed(self.pool.name, self.pool.release, self.id)
         for timer in self._grace_timers.values():
             timer.cancel()
         for fut in self.inflight.values():
@@ -299,23 +320,28 @@ class Worker:
         self.gone.set_result(None)
         self.on_dead(self)
 
-    def death_error(self) -> NeuroflowError:
+    def breach(self) -> tuple[str, str, str] | None:
+        """The limit this dead worker hit, as (kind, limit, sentence), if any."""
         status = self.exit_status.result() if self.exit_status.done() else None
         limits = self.pool.limits
         usage = self.leaf.usage() if self.leaf is not None else None
         if usage is not None and usage.oom_kills and limits.memory:
-            return ResourceExhausted(
-                f"memory limit {limits.memory // (1024 * 1024)} MiB exceeded: worker {self.id} "
-                "was killed by the kernel's OOM killer"
-            )
+            mib = limits.memory // (1024 * 1024)
+            return ("memory", f"{mib} MiB",
+                    f"memory limit {mib} MiB exceeded: worker {self.id} was killed by the kernel's OOM killer")
         if status is not None and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and self.kill_reason is None
                                          and usage is not None and limits.cpu_seconds
                                          and usage.cpu_usec >= limits.cpu_seconds * 1_000_000):
-                return ResourceExhausted(
-                    f"CPU time limit of {limits.cpu_seconds} s exceeded: worker {self.id} was killed"
-                )
+                return ("cpu_time", f"{limits.cpu_seconds} s",
+                        f"CPU time limit of {limits.cpu_seconds} s exceeded: worker {self.id} was killed")
+        return None
+
+    def death_error(self, breach: tuple[str, str, str] | None = None) -> NeuroflowError:
+        if breach is not None:
+            return ResourceExhausted(breach[2])
+        status = self.exit_status.result() if self.exit_status.done() else None
         if self.kill_reason is not None:
             return WorkerCrashed(f"worker {self.id} was killed: {self.kill_reason}")
         if status is None:

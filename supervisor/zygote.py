@@ -30,7 +30,7 @@ from pathlib import Path
 
 import prctl
 
-from neuroflow.sdk import harness
+from neuroflow.sdk import harness, http
 
 from .sandbox import SandboxSpec, contain, namespaces, rlimits, seccomp
 from .sandbox.cgroup_common import write as cgroup_write
@@ -44,6 +44,10 @@ def _send(ctl: socket.socket, **msg: object) -> None:
 
 
 def launcher(ctl_fd: int) -> int:
+    # Whatever the supervisor's process spawner left open (uvloop passes copies
+    # of its stdio beside pass_fds) must not reach the sandbox.
+    os.closerange(3, ctl_fd)
+    os.closerange(ctl_fd + 1, 1 << 20)
     ctl = socket.socket(fileno=ctl_fd)
     spec_raw = json.loads(ctl.recv(1 << 20))
     spec = SandboxSpec(**{**spec_raw, "runtime_paths": tuple(spec_raw["runtime_paths"]),
@@ -73,11 +77,22 @@ def launcher(ctl_fd: int) -> int:
 def _zygote(ctl: socket.socket, spec: SandboxSpec, filt: seccomp.sc.SyscallFilter) -> int:
     try:
         contain(spec, filt)
+        # The seccomp listener leaves before any agent code exists: a process
+        # holding it could answer its own refused calls with "go ahead".
+        listener = seccomp.notify_fd(filt)
+        socket.send_fds(ctl, [b'{"op": "seccomp"}'], [listener])
+        os.close(listener)
     except Exception as exc:
         _send(ctl, op="failed", error=f"sandbox set-up failed: {type(exc).__name__}: {exc}")
         return EXIT_SETUP
+    # As pid 1 of the sandbox it receives only the signals it handles; a worker
+    # (same uid) must not be able to end it, and with it every sibling worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401  (imported once here, shared by every worker)
+    if spec.egress_dir:  # context.http: httpx imported once here, not on each worker's first call
+        with contextlib.suppress(ImportError):
+            http.preload()
     try:
         os.chdir("/app")
         agent = harness.load_agent("/app", spec.entry)

@@ -10,16 +10,18 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from .errors import AgentUnavailable
-from .sandbox import SandboxSpec
+from .sandbox import SandboxSpec, seccomp
 from .worker import Worker
 
 log = logging.getLogger("neuroflow.zygote")
 
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_FD = struct.Struct("i")
 
 
 class Zygote:
@@ -30,6 +32,10 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._ready: asyncio.Future[None] | None = None
         self.dead: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._listener: seccomp.Listener | None = None
+        self._output: asyncio.Future[None] | None = None
+        #: Called for every refused system call, with the worker that made it (None: the zygote).
+        self.on_violation: Callable[[seccomp.Violation, Worker | None], None] = lambda v, w: None
 
     async def start(self, timeout: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
@@ -39,12 +45,17 @@ class Zygote:
         self._sock = ours
         self._ready = loop.create_future()
         try:
+            # Its output is a pipe of its own, never the supervisor's log file:
+            # a sandbox holding that file could read, forge or truncate it.
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "neuroflow.supervisor.zygote", str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )
         finally:
             theirs.close()
+        assert self.process.stdout is not None
+        self._output = asyncio.ensure_future(self._log_output(self.process.stdout))
         try:
             ours.send(json.dumps(asdict(self.spec)).encode())
         except OSError as exc:
@@ -61,6 +72,11 @@ class Zygote:
                 f"agent {self.spec.agent}: its sandbox did not become ready in {timeout:g} s"
             ) from None
 
+    async def _log_output(self, stream: asyncio.StreamReader) -> None:
+        """What the zygote prints (the agent's import-time output, a traceback) goes to the log."""
+        while line := await stream.readline():
+            log.info(line.decode(errors="replace").rstrip(), extra={"agent": self.spec.agent, "stream": "zygote"})
+
     def spawn(self, worker: Worker, fds: list[int], cpu_seconds: int) -> None:
         if self._sock is None or self.dead.done():
             raise AgentUnavailable(f"agent {self.spec.agent}: its sandbox is not running")
@@ -72,7 +88,8 @@ class Zygote:
         assert self._sock is not None
         while True:
             try:
-                data, ancdata, _flags, _addr = self._sock.recvmsg(1 << 16, socket.CMSG_SPACE(_CREDS.size))
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(_CREDS.size) + socket.CMSG_SPACE(_FD.size))
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -81,11 +98,17 @@ class Zygote:
             if not data:
                 self._gone("the sandbox's zygote exited")
                 return
-            pid = 0
+            pid, fds = 0, []
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = _CREDS.unpack(payload[: _CREDS.size])[0]
-            self._handle(json.loads(data), pid)
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += [_FD.unpack_from(payload, i)[0] for i in range(0, len(payload) - _FD.size + 1, _FD.size)]
+            msg = json.loads(data)
+            if msg.get("op") == "seccomp" and len(fds) == 1 and self._listener is None:
+                self._watch_seccomp(fds.pop())
+            free_fds(fds)
+            self._handle(msg, pid)
 
     def _handle(self, msg: dict[str, Any], sender_pid: int) -> None:
         op = msg.get("op")
@@ -104,7 +127,26 @@ class Zygote:
             self.workers.pop(worker.id, None)
             worker.on_exit(int(msg["status"]))
 
+    def _watch_seccomp(self, fd: int) -> None:
+        self._listener = seccomp.Listener(fd)
+        asyncio.get_running_loop().add_reader(fd, self._on_seccomp)
+
+    def _on_seccomp(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        by_pid = {w.host_pid: w for w in self.workers.values() if w.host_pid}
+        for v in listener.handle():
+            worker = by_pid.get(v.pid)
+            self.on_violation(v, worker)
+        if listener.closed:
+            asyncio.get_running_loop().remove_reader(listener.fd)
+
     def _gone(self, why: str) -> None:
+        if self._listener is not None and not self._listener.closed:
+            self._on_seccomp()  # answer what is pending, so nothing stays blocked
+            if not self._listener.closed:
+                asyncio.get_running_loop().remove_reader(self._listener.fd)
+                self._listener.close()
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()

@@ -93,14 +93,17 @@ def neuroflow_stack() -> Iterator[str]:
         raise TargetError(
             f"cannot import tests.stack ({exc}); run with --targets plain,bwrap until it exists"
         ) from exc
-    # The gateway as deployed (guard on), unless NEUROFLOW_BENCH_GATEWAY_ARGS says otherwise,
-    # e.g. "--no-router --no-guard" to measure the path without the guard.
+    # The gateway as deployed (guard on, every request traced to local trace files), unless
+    # NEUROFLOW_BENCH_GATEWAY_ARGS says otherwise, e.g. "--no-router --no-guard" to measure the
+    # path without the guard, or "--no-router --trace-sample 0.01" to record 1 % of the traces.
     args = tuple(os.environ.get("NEUROFLOW_BENCH_GATEWAY_ARGS", "--no-router").split())
-    with (
-        tempfile.TemporaryDirectory(prefix="nf-bench-") as tmp,
-        Stack(agents=[ECHO_DIR], workdir=Path(tmp), gateway_args=args) as stack,
-    ):
-        yield str(stack.url)
+    with tempfile.TemporaryDirectory(prefix="nf-bench-") as tmp:
+        if "--trace-dir" not in args:
+            args += ("--trace-dir", str(Path(tmp) / "gateway-traces"))
+        ratio = args[args.index("--trace-sample") + 1] if "--trace-sample" in args else "1"
+        config = {"telemetry": {"sample_ratio": float(ratio), "metrics_listen": "127.0.0.1:0"}}
+        with Stack(agents=[ECHO_DIR], workdir=Path(tmp), gateway_args=args, config=config) as stack:
+            yield str(stack.url)
 
 
 TARGETS: dict[str, Target] = {

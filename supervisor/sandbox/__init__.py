@@ -38,6 +38,10 @@ class SandboxSpec:
     zygote_procs: tuple[str, ...]
     supervisor_pid: int
     tmp_size: int = 64 * 1024 * 1024
+    #: RLIMIT_AS, a backstop behind the cgroup's memory limit; 0 for none.
+    address_space: int = 0
+    #: Host folder holding the egress proxy's socket, shown at /run/neuroflow; "" for none.
+    egress_dir: str = ""
 
 
 def contain(spec: SandboxSpec, filt: seccomp.sc.SyscallFilter) -> None:
@@ -51,9 +55,10 @@ def contain(spec: SandboxSpec, filt: seccomp.sc.SyscallFilter) -> None:
             gid=spec.gid,
             hostname=spec.agent,
             tmp_size=spec.tmp_size,
+            egress_dir=spec.egress_dir,
         )
     )
     namespaces.init_inside(spec.agent)
-    rlimits.apply_base()
+    rlimits.apply_base(spec.address_space)
     caps.drop_privileges(spec.uid, spec.gid)
     filt.load()

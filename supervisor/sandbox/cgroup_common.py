@@ -29,6 +29,8 @@ class Usage:
     cpu_usec: int = 0
     pids: int = 0
     oom_kills: int = 0
+    #: Forks refused because pids.max was reached (``pids.events`` "max").
+    pids_refused: int = 0
 
 
 CPU_PERIOD_US = 100_000

@@ -71,6 +71,7 @@ class V1Group:
             cpu_usec=read_int(self.dirs["cpuacct"] / "cpuacct.usage") // 1000,
             pids=read_int(self.dirs["pids"] / "pids.current"),
             oom_kills=oom.get("oom_kill", 0),
+            pids_refused=read_keyed(self.dirs["pids"] / "pids.events").get("max", 0),
         )
 
     def remove(self) -> None:

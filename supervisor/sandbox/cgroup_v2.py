@@ -83,6 +83,7 @@ class V2Group:
             cpu_usec=cpu.get("usage_usec", 0),
             pids=read_int(self.path / "pids.current"),
             oom_kills=events.get("oom_kill", 0),
+            pids_refused=read_keyed(self.path / "pids.events").get("max", 0),
         )
 
     def remove(self) -> None:

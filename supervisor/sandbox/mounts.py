@@ -3,8 +3,10 @@
 Visible inside: the system libraries and the Python runtime (read-only), the
 agent's release folder at ``/app`` (read-only), a size-limited ``/tmp``, a
 fresh ``/proc`` for the sandbox's pid namespace, a minimal ``/dev`` (null,
-zero, random, urandom) and a handful of generated ``/etc`` files. Nothing else
-of the host: the old root is detached after ``pivot_root``.
+zero, random, urandom), a handful of generated ``/etc`` files and, for an
+agent with a network allowlist, the egress proxy's socket folder at
+``/run/neuroflow``. Nothing else of the host: the old root is detached after
+``pivot_root``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from . import libc
 #: systems, are recreated as symlinks).
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/ssl",
                 "/etc/alternatives", "/etc/ld.so.cache")
+#: Where the egress proxy's folder (holding ``egress.sock``) appears inside.
+EGRESS_DIR = "/run/neuroflow"
 DEVICES = ("null", "zero", "random", "urandom")
 RO_FLAGS = libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV
 
@@ -34,6 +38,7 @@ class RootSpec:
     gid: int
     hostname: str
     tmp_size: int = 64 * 1024 * 1024
+    egress_dir: str = ""  # host folder with the egress proxy's socket, shown read-only at /run/neuroflow
 
 
 def _mkdirs(path: str) -> None:
@@ -110,6 +115,9 @@ def build_and_enter(spec: RootSpec) -> None:
         if not os.path.lexists(root + path):
             bind_ro(path, root + path)
     bind_ro(spec.app, root + "/app")
+    if spec.egress_dir:
+        # Read-only is enough: connect(2) to a socket is not a write to the file system.
+        bind_ro(spec.egress_dir, root + EGRESS_DIR)
     _populate_etc(root, spec)
     _populate_dev(root)
     _mkdirs(root + "/tmp")

@@ -23,9 +23,18 @@ def _lower(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def apply_base() -> None:
+def address_space_for(memory: int | None) -> int:
+    """RLIMIT_AS behind a memory limit: virtual size runs well above resident
+    size (thread stacks, malloc arenas, mapped libraries), so leave room and
+    let the cgroup do the precise accounting."""
+    return max(4 * memory, memory + (1 << 30)) if memory else 0
+
+
+def apply_base(address_space: int = 0) -> None:
     for which, value in BASE_LIMITS.items():
         _lower(which, value)
+    if address_space:
+        _lower(resource.RLIMIT_AS, address_space)
 
 
 def apply_cpu_seconds(seconds: int | None) -> None:

@@ -34,6 +34,13 @@ def test_unprivileged_uid_in_the_host_user_namespace(probe: dict[str, Any]) -> N
     assert probe["groups"] == []
 
 
+def test_rlimits_back_up_the_cgroup_limits(probe: dict[str, Any]) -> None:
+    limits = probe["rlimits"]
+    assert limits["CORE"] == 0 and limits["NOFILE"] == 1024 and limits["FSIZE"] == 64 * 1024 * 1024
+    assert limits["AS"] == 96 * 1024 * 1024 + (1 << 30)  # the lab agent's 96 MiB + room for mappings
+    assert limits["CPU"] == 3  # cpu_seconds 2, SIGKILL one second after SIGXCPU
+
+
 def test_no_capabilities_no_new_privs_seccomp_on(probe: dict[str, Any]) -> None:
     assert int(probe["cap_eff"], 16) == int(probe["cap_prm"], 16) == int(probe["cap_bnd"], 16) == 0
     assert probe["no_new_privs"] == "1"

@@ -75,7 +75,7 @@ class Limits(_message.Message):
     def __init__(self, memory_bytes: _Optional[int] = ..., cpu: _Optional[float] = ..., pids: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., cpu_seconds: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("name", "version", "description", "skills", "examples", "release", "state", "detail", "workers", "busy", "queued", "limits", "requests", "failures", "restarts")
+    __slots__ = ("name", "version", "description", "skills", "examples", "release", "state", "detail", "workers", "busy", "queued", "limits", "requests", "failures", "restarts", "seccomp", "events")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class AgentInfo(_message.Message):
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     description: str
@@ -106,7 +108,9 @@ class AgentInfo(_message.Message):
     requests: int
     failures: int
     restarts: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., skills: _Optional[_Iterable[str]] = ..., examples: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., workers: _Optional[int] = ..., busy: _Optional[int] = ..., queued: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    seccomp: str
+    events: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., skills: _Optional[_Iterable[str]] = ..., examples: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., workers: _Optional[int] = ..., busy: _Optional[int] = ..., queued: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., restarts: _Optional[int] = ..., seccomp: _Optional[str] = ..., events: _Optional[int] = ...) -> None: ...
 
 class ListAgentsReply(_message.Message):
     __slots__ = ("agents",)
@@ -229,3 +233,55 @@ class HistoryReply(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("agent", "limit", "follow")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    limit: int
+    follow: bool
+    def __init__(self, agent: _Optional[str] = ..., limit: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("ts_unix", "kind", "agent", "release", "worker_id", "value", "detail", "request_id")
+    TS_UNIX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ts_unix: float
+    kind: str
+    agent: str
+    release: str
+    worker_id: str
+    value: str
+    detail: str
+    request_id: str
+    def __init__(self, ts_unix: _Optional[float] = ..., kind: _Optional[str] = ..., agent: _Optional[str] = ..., release: _Optional[str] = ..., worker_id: _Optional[str] = ..., value: _Optional[str] = ..., detail: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class WatchWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerEvent(_message.Message):
+    __slots__ = ("kind", "agent", "version", "release", "worker_id", "pid", "cgroup_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    agent: str
+    version: str
+    release: str
+    worker_id: str
+    pid: int
+    cgroup_id: int
+    def __init__(self, kind: _Optional[str] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., release: _Optional[str] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., cgroup_id: _Optional[int] = ...) -> None: ...

@@ -76,6 +76,16 @@ class SupervisorStub:
                 request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/neuroflow.v1.Supervisor/Events',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.EventsRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.Event.FromString,
+                _registered_method=True)
+        self.WatchWorkers = channel.unary_stream(
+                '/neuroflow.v1.Supervisor/WatchWorkers',
+                request_serializer=neuroflow_dot_v1_dot_supervisor__pb2.WatchWorkersRequest.SerializeToString,
+                response_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.WorkerEvent.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -138,6 +148,22 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Sandbox incidents: limit breaches (memory, cpu_time, pids, timeout) and
+        seccomp violations, oldest first; with follow, then new ones as they happen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchWorkers(self, request, context):
+        """Live workers with their cgroup ids, for neuroflow-ebpf: first an "add" for
+        every live worker, then every change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +206,16 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.History,
                     request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.FromString,
                     response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.EventsRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.Event.SerializeToString,
+            ),
+            'WatchWorkers': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkers,
+                    request_deserializer=neuroflow_dot_v1_dot_supervisor__pb2.WatchWorkersRequest.FromString,
+                    response_serializer=neuroflow_dot_v1_dot_supervisor__pb2.WorkerEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +436,60 @@ class Supervisor:
             '/neuroflow.v1.Supervisor/History',
             neuroflow_dot_v1_dot_supervisor__pb2.HistoryRequest.SerializeToString,
             neuroflow_dot_v1_dot_supervisor__pb2.HistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/Events',
+            neuroflow_dot_v1_dot_supervisor__pb2.EventsRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/neuroflow.v1.Supervisor/WatchWorkers',
+            neuroflow_dot_v1_dot_supervisor__pb2.WatchWorkersRequest.SerializeToString,
+            neuroflow_dot_v1_dot_supervisor__pb2.WorkerEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from neuroflow.v1 import common_pb2 as neuroflow_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19neuroflow/v1/worker.proto\x12\x0cneuroflow.v1\x1a\x19neuroflow/v1/common.proto\"\xe8\x01\n\x08ToWorker\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.neuroflow.v1.StartH\x00\x12-\n\x06invoke\x18\x02 \x01(\x0b\x32\x1b.neuroflow.v1.InvokeRequestH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.neuroflow.v1.CancelH\x00\x12+\n\x06health\x18\x04 \x01(\x0b\x32\x19.neuroflow.v1.HealthCheckH\x00\x12*\n\x08shutdown\x18\x05 \x01(\x0b\x32\x16.neuroflow.v1.ShutdownH\x00\x42\x06\n\x04kind\"\xe6\x01\n\nFromWorker\x12$\n\x05ready\x18\x01 \x01(\x0b\x32\x13.neuroflow.v1.ReadyH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.neuroflow.v1.InvokeResultH\x00\x12&\n\x03log\x18\x03 \x01(\x0b\x32\x17.neuroflow.v1.LogRecordH\x00\x12&\n\x06metric\x18\x04 \x01(\x0b\x32\x14.neuroflow.v1.MetricH\x00\x12,\n\x06health\x18\x05 \x01(\x0b\x32\x1a.neuroflow.v1.HealthResultH\x00\x42\x06\n\x04kind\"\x92\x01\n\x05Start\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\x0c\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\r\"\xd6\x01\n\rInvokeRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\x0c\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12;\n\x08metadata\x18\x06 \x03(\x0b\x32).neuroflow.v1.InvokeRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x06\x43\x61ncel\x12\n\n\x02id\x18\x01 \x01(\x04\"\x19\n\x0bHealthCheck\x12\n\n\x02id\x18\x01 \x01(\x04\"\n\n\x08Shutdown\")\n\x05Ready\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x13\n\x0bsdk_version\x18\x02 \x01(\t\"\x8c\x01\n\x0cInvokeResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0boutput_json\x18\x02 \x01(\x0c\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.neuroflow.v1.Usage\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.neuroflow.v1.Error\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\"\xbe\x01\n\tLogRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x06\x66ields\x18\x04 \x03(\x0b\x32#.neuroflow.v1.LogRecord.FieldsEntry\x12\x11\n\ttime_unix\x18\x05 \x01(\x01\x12\x0e\n\x06stream\x18\x06 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x06Metric\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x38\n\nattributes\x18\x04 \x03(\x0b\x32$.neuroflow.v1.Metric.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0cHealthResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19neuroflow/v1/worker.proto\x12\x0cneuroflow.v1\x1a\x19neuroflow/v1/common.proto\"\xe8\x01\n\x08ToWorker\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.neuroflow.v1.StartH\x00\x12-\n\x06invoke\x18\x02 \x01(\x0b\x32\x1b.neuroflow.v1.InvokeRequestH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.neuroflow.v1.CancelH\x00\x12+\n\x06health\x18\x04 \x01(\x0b\x32\x19.neuroflow.v1.HealthCheckH\x00\x12*\n\x08shutdown\x18\x05 \x01(\x0b\x32\x16.neuroflow.v1.ShutdownH\x00\x42\x06\n\x04kind\"\xe6\x01\n\nFromWorker\x12$\n\x05ready\x18\x01 \x01(\x0b\x32\x13.neuroflow.v1.ReadyH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.neuroflow.v1.InvokeResultH\x00\x12&\n\x03log\x18\x03 \x01(\x0b\x32\x17.neuroflow.v1.LogRecordH\x00\x12&\n\x06metric\x18\x04 \x01(\x0b\x32\x14.neuroflow.v1.MetricH\x00\x12,\n\x06health\x18\x05 \x01(\x0b\x32\x1a.neuroflow.v1.HealthResultH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x05Start\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\x0c\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\r\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\r\x12\x15\n\regress_socket\x18\x08 \x01(\t\"\x91\x02\n\rInvokeRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\x0c\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12;\n\x08metadata\x18\x06 \x03(\x0b\x32).neuroflow.v1.InvokeRequest.MetadataEntry\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x08 \x01(\t\x12\x0f\n\x07sampled\x18\t \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x06\x43\x61ncel\x12\n\n\x02id\x18\x01 \x01(\x04\"\x19\n\x0bHealthCheck\x12\n\n\x02id\x18\x01 \x01(\x04\"\n\n\x08Shutdown\")\n\x05Ready\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x13\n\x0bsdk_version\x18\x02 \x01(\t\"\xaf\x01\n\x0cInvokeResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0boutput_json\x18\x02 \x01(\x0c\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.neuroflow.v1.Usage\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.neuroflow.v1.Error\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x12!\n\x05spans\x18\x06 \x03(\x0b\x32\x12.neuroflow.v1.Span\"\xbe\x01\n\tLogRecord\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x06\x66ields\x18\x04 \x03(\x0b\x32#.neuroflow.v1.LogRecord.FieldsEntry\x12\x11\n\ttime_unix\x18\x05 \x01(\x01\x12\x0e\n\x06stream\x18\x06 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x06Metric\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x38\n\nattributes\x18\x04 \x03(\x0b\x32$.neuroflow.v1.Metric.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0cHealthResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xaf\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x17\n\x0fstart_unix_nano\x18\x05 \x01(\x06\x12\x15\n\rend_unix_nano\x18\x06 \x01(\x06\x12\x36\n\nattributes\x18\x07 \x03(\x0b\x32\".neuroflow.v1.Span.AttributesEntry\x12\r\n\x05\x65rror\x18\x08 \x01(\x08\x12\x16\n\x0estatus_message\x18\t \x01(\t\x1aO\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.neuroflow.v1.AttributeValue:\x02\x38\x01\"t\n\x0e\x41ttributeValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x42\x07\n\x05valueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,34 +38,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGRECORD_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_METRIC_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_METRIC_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_SPAN_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_TOWORKER']._serialized_start=71
   _globals['_TOWORKER']._serialized_end=303
   _globals['_FROMWORKER']._serialized_start=306
   _globals['_FROMWORKER']._serialized_end=536
   _globals['_START']._serialized_start=539
-  _globals['_START']._serialized_end=685
-  _globals['_INVOKEREQUEST']._serialized_start=688
-  _globals['_INVOKEREQUEST']._serialized_end=902
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=855
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=902
-  _globals['_CANCEL']._serialized_start=904
-  _globals['_CANCEL']._serialized_end=924
-  _globals['_HEALTHCHECK']._serialized_start=926
-  _globals['_HEALTHCHECK']._serialized_end=951
-  _globals['_SHUTDOWN']._serialized_start=953
-  _globals['_SHUTDOWN']._serialized_end=963
-  _globals['_READY']._serialized_start=965
-  _globals['_READY']._serialized_end=1006
-  _globals['_INVOKERESULT']._serialized_start=1009
-  _globals['_INVOKERESULT']._serialized_end=1149
-  _globals['_LOGRECORD']._serialized_start=1152
-  _globals['_LOGRECORD']._serialized_end=1342
-  _globals['_LOGRECORD_FIELDSENTRY']._serialized_start=1297
-  _globals['_LOGRECORD_FIELDSENTRY']._serialized_end=1342
-  _globals['_METRIC']._serialized_start=1345
-  _globals['_METRIC']._serialized_end=1503
-  _globals['_METRIC_ATTRIBUTESENTRY']._serialized_start=1454
-  _globals['_METRIC_ATTRIBUTESENTRY']._serialized_end=1503
-  _globals['_HEALTHRESULT']._serialized_start=1505
-  _globals['_HEALTHRESULT']._serialized_end=1564
+  _globals['_START']._serialized_end=708
+  _globals['_INVOKEREQUEST']._serialized_start=711
+  _globals['_INVOKEREQUEST']._serialized_end=984
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=937
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=984
+  _globals['_CANCEL']._serialized_start=986
+  _globals['_CANCEL']._serialized_end=1006
+  _globals['_HEALTHCHECK']._serialized_start=1008
+  _globals['_HEALTHCHECK']._serialized_end=1033
+  _globals['_SHUTDOWN']._serialized_start=1035
+  _globals['_SHUTDOWN']._serialized_end=1045
+  _globals['_READY']._serialized_start=1047
+  _globals['_READY']._serialized_end=1088
+  _globals['_INVOKERESULT']._serialized_start=1091
+  _globals['_INVOKERESULT']._serialized_end=1266
+  _globals['_LOGRECORD']._serialized_start=1269
+  _globals['_LOGRECORD']._serialized_end=1459
+  _globals['_LOGRECORD_FIELDSENTRY']._serialized_start=1414
+  _globals['_LOGRECORD_FIELDSENTRY']._serialized_end=1459
+  _globals['_METRIC']._serialized_start=1462
+  _globals['_METRIC']._serialized_end=1620
+  _globals['_METRIC_ATTRIBUTESENTRY']._serialized_start=1571
+  _globals['_METRIC_ATTRIBUTESENTRY']._serialized_end=1620
+  _globals['_HEALTHRESULT']._serialized_start=1622
+  _globals['_HEALTHRESULT']._serialized_end=1681
+  _globals['_SPAN']._serialized_start=1684
+  _globals['_SPAN']._serialized_end=1987
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1908
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1987
+  _globals['_ATTRIBUTEVALUE']._serialized_start=1989
+  _globals['_ATTRIBUTEVALUE']._serialized_end=2105
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,9 @@
 """A test agent that does what the request says, including things it should not."""
 
 import asyncio
+import errno
 import os
+import socket
 import stat
 import sys
 import time
@@ -72,6 +74,17 @@ class Lab(Agent):
             return Response(output="ok")
         if op == "probe":
             return Response(output=probe())
+        if op == "inet":  # refused by seccomp: reported to the supervisor as an event
+            try:
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+            except OSError as exc:
+                return Response(output=errno.errorcode[exc.errno])
+            return Response(output="opened")
+        if op == "exec":  # of a path that does not exist: harmless if allowed (ENOENT)
+            try:
+                os.execv("/nonexistent/neuroflow-test", ["x"])
+            except OSError as exc:
+                return Response(output=errno.errorcode[exc.errno])
         if op == "fork":
             pids = []
             for _ in range(int(cmd.get("n", 100))):

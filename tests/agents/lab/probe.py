@@ -8,6 +8,7 @@ read, setting the clock to its own time, mounting nothing over a scratch dir.
 import ctypes
 import errno
 import os
+import resource
 import socket
 import time
 
@@ -81,6 +82,8 @@ def probe() -> dict:
         "visible_pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         "net_ifaces": sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:]),
         "root_entries": sorted(os.listdir("/")),
+        "rlimits": {name: resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))[1]
+                    for name in ("AS", "NOFILE", "FSIZE", "CORE", "CPU")},
         "mounts": _mounts(),
         "dev_entries": sorted(os.listdir("/dev")),
         "etc_entries": sorted(os.listdir("/etc")),
