@@ -1,0 +1,1 @@
+"""Spawn benchmark (issue #4): see run.py."""
