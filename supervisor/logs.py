@@ -8,13 +8,17 @@ import logging
 import sys
 import time
 
-from opentelemetry import trace
-
 #: The trace id of the request being handled when it is not sampled: no span is
 #: recorded for it, but its log lines and response still name its trace.
 UNSAMPLED_TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("neuroflow_unsampled_trace", default="")
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def _current_trace_id() -> str:
+    from .telemetry import current_trace_id  # telemetry imports this module
+
+    return current_trace_id()
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,12 +33,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
-        if "trace_id" not in line:  # inside a request's span: its trace id joins every line
-            ctx = trace.get_current_span().get_span_context()
-            if ctx.is_valid:
-                line["trace_id"] = f"{ctx.trace_id:032x}"
-            elif unsampled := UNSAMPLED_TRACE.get():
-                line["trace_id"] = unsampled
+        if "trace_id" not in line and (trace_id := _current_trace_id()):  # inside a request: its trace
+            line["trace_id"] = trace_id
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)

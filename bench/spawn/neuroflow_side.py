@@ -207,6 +207,7 @@ class EchoPool:
         await asyncio.to_thread(self.cgroups.setup)
         self.pool = AgentPool(self.manifest, f"bench{secrets.token_hex(8)}", str(ECHO), self.config, self.cgroups,
                               self.config.uid_base, runtime_paths())
+        self.pool.spare = 0  # cold spawns first; spare_once() turns the spare on
         await self.pool.start()
         if self.pool.state != "ready":
             raise RuntimeError(f"the echo sandbox did not start: {self.pool.detail}")
@@ -247,6 +248,25 @@ class EchoPool:
         record["logged_spawn_place_ms"] = worker.place_ms
         await self.retire(worker)
         return elapsed_ms, record
+
+    async def spare_once(self) -> float:
+        """With one worker kept spare ahead of demand (the pool's default), ms from "need a new
+        worker" to its reply; the worker that answered is retired, so every call needs a new one."""
+        assert self.pool is not None
+        if not self.pool.spare:
+            self.pool.spare = 1
+            self.pool._keep_spare()
+        self._seq += 1
+        text = f"spare-{self._seq}"
+        request = wpb.InvokeRequest(request_id=f"bench-{self._seq}", input_json=json.dumps(text).encode(),
+                                    timeout_ms=15_000)
+        asked = time.perf_counter()
+        result, worker = await self.pool.invoke(request)
+        elapsed_ms = (time.perf_counter() - asked) * 1000
+        if result.HasField("error") or json.loads(result.output_json) != text:
+            raise RuntimeError(f"echo answered wrongly: {result}")
+        await self.retire(worker)
+        return elapsed_ms
 
     async def retire(self, worker: Worker) -> None:
         """Close the worker, and wait until it has exited and its cgroup leaf is gone."""

@@ -118,6 +118,15 @@ async def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             if keep and (rnd - args.warmup + 1) % 50 == 0:
                 log(f"{rnd - args.warmup + 1}/{args.spawns} rounds, {time.monotonic() - started:.0f} s")
         memory = await echo.idle_memory(args.idle_workers) if args.idle_workers else None
+        # The pool's default: one worker spawned ahead of demand. Same pauses between demands;
+        # each worker that answers is retired, so every demand needs a new one (the worst case).
+        spare: list[float] = []
+        for rnd in range(args.warmup + args.spawns):
+            ms = await echo.spare_once()
+            if rnd >= args.warmup:
+                spare.append(ms)
+            await asyncio.sleep(rng.uniform(*PAUSE_S))
+        samples[report.SPARE] = spare
         return {"samples": samples, "records": records, "memory": memory, "cgroup_backend": echo.cgroups.backend}
     finally:
         await echo.stop()

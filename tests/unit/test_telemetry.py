@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from neuroflow.gateway import telemetry as gateway_telemetry
@@ -85,18 +85,14 @@ def _span(name: str, span_id: str, parent: str, trace_id: str = TRACE, **attrs: 
 
 
 def test_worker_spans_become_real_spans_and_foreign_ones_are_dropped() -> None:
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
     spans = [
         _span("worker handle", "1111111111111111", PARENT, hits=2),
         _span("forged", "2222222222222222", PARENT, trace_id="f" * 32),
         _span("bad id", "xyz", PARENT),
     ]
     spans[0].attributes["neuroflow.agent"].string_value = "someone-else"
-    n = telemetry.export_worker_spans([processor], Resource.create({"service.name": "neuroflow-supervisor"}),
-                                      spans, TRACE, "calc", "w1")
-    assert n == 1
-    (span,) = exporter.get_finished_spans()
+    worker = Resource.create({"service.name": "neuroflow-worker"})
+    (span,) = telemetry.worker_readable_spans(worker, spans, TRACE, "calc", "w1")
     assert span.name == "worker handle"
     assert (span.context.trace_id, span.context.span_id, span.parent.span_id) == \
         (int(TRACE, 16), 0x1111111111111111, int(PARENT, 16))
@@ -261,3 +257,40 @@ def test_sampling_follows_the_parent_and_the_ratio_at_the_root() -> None:
     assert 0.45 < share < 0.55
     tp = telemetry.unsampled_traceparent(TRACE)
     assert telemetry.parse_traceparent(tp)[:1] == (TRACE,) and tp.endswith("-00")
+
+
+# -- NeuroFlow's own spans and their recorder ------------------------------------------------------
+def test_spans_nest_follow_the_remote_parent_and_reach_the_exporter() -> None:
+    exporter = InMemorySpanExporter()
+    recorder = telemetry.SpanRecorder(exporter, Resource.create({"service.name": "neuroflow-gateway"}),
+                                      interval=3600)
+    telemetry.RECORDER[0] = recorder
+    try:
+        with telemetry.start_span("root", kind=SpanKind.SERVER, traceparent=f"00-{TRACE}-{PARENT}-01",
+                                  sampling=telemetry.Sampling(0.0)) as root:
+            assert telemetry.current_span() is root and telemetry.current_trace_id() == TRACE
+            with pytest.raises(ValueError), telemetry.start_span("child", attributes={"n": 1}):
+                raise ValueError("no")
+        assert telemetry.current_span() is None and telemetry.current_trace_id() == ""
+        with telemetry.start_span("outside any request") as nothing:
+            assert nothing is telemetry.NO_SPAN
+        recorder.flush()
+        child, parent = exporter.get_finished_spans()
+    finally:
+        telemetry.RECORDER[0] = None
+        recorder.shutdown()
+    assert (parent.context.trace_id, parent.parent.span_id, parent.parent.is_remote) == \
+        (int(TRACE, 16), int(PARENT, 16), True)
+    assert parent.kind is SpanKind.SERVER and parent.resource.attributes["service.name"] == "neuroflow-gateway"
+    assert child.parent.span_id == parent.context.span_id and child.attributes["n"] == 1
+    assert child.status.status_code is StatusCode.ERROR and child.status.description == "ValueError: no"
+    assert parent.start_time <= child.start_time <= child.end_time <= parent.end_time
+
+
+def test_unsampled_request_has_a_trace_id_but_no_span() -> None:
+    with telemetry.start_span("root", traceparent=f"00-{TRACE}-{PARENT}-00", sampling=telemetry.Sampling()) as root:
+        assert root is telemetry.NO_SPAN and telemetry.current_trace_id() == TRACE
+        request = wpb.InvokeRequest()
+        assert telemetry.start_dispatch("a", "w1", request) is telemetry.NO_SPAN
+        assert (request.trace_id, request.sampled, request.parent_span_id) == (TRACE, False, "")
+    assert telemetry.current_trace_id() == ""
