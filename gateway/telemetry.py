@@ -113,13 +113,19 @@ _PENDING: list[tuple[str, str, int, float]] = []
 
 def _record_duration(method: str, route: str, status: int, started: float) -> None:
     if not _PENDING:
-        asyncio.get_running_loop().call_later(0.25, flush_metrics)
+        asyncio.get_running_loop().call_later(0.25, _flush_some)
     _PENDING.append((method, route, status, time.perf_counter() - started))
 
 
-def flush_metrics() -> None:
-    pending = _PENDING[:]
-    _PENDING.clear()
+def _flush_some() -> None:
+    flush_metrics(8)  # a few per turn of the loop, never one long stall
+    if _PENDING:
+        asyncio.get_running_loop().call_soon(_flush_some)
+
+
+def flush_metrics(limit: int | None = None) -> None:
+    pending = _PENDING[:limit]
+    del _PENDING[:len(pending)]
     for method, route, status, seconds in pending:
         attrs: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
         if route:
