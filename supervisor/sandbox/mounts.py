@@ -110,6 +110,10 @@ def build_and_enter(spec: RootSpec) -> None:
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     root = spec.root
     libc.mount("tmpfs", root, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "size=1m,mode=755")
+    # /tmp first: a runtime path below it (a checkout in /tmp) is bound on top, not hidden.
+    _mkdirs(root + "/tmp")
+    libc.mount("tmpfs", root + "/tmp", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+               f"size={spec.tmp_size},mode=1777")
     _share_system(root, SYSTEM_PATHS)
     for path in spec.runtime_paths:
         if not os.path.lexists(root + path):
@@ -120,9 +124,6 @@ def build_and_enter(spec: RootSpec) -> None:
         bind_ro(spec.egress_dir, root + EGRESS_DIR)
     _populate_etc(root, spec)
     _populate_dev(root)
-    _mkdirs(root + "/tmp")
-    libc.mount("tmpfs", root + "/tmp", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
-               f"size={spec.tmp_size},mode=1777")
     _mkdirs(root + "/proc")
     libc.mount("proc", root + "/proc", "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     # Kernel tunables stay read-only even for a uid that could write them.
