@@ -3,15 +3,14 @@
 The package is pure Python over ``libbcc.so.0`` and installs into
 ``/usr/lib/python3/dist-packages``. Adding that whole folder to ``sys.path``
 would let Debian's copies of numpy, grpc, yaml … shadow the venv's, so only the
-``bcc`` package is exposed: a private folder holding one symlink to it goes on
-``sys.path`` (DESIGN.md, "BCC").
+``bcc`` package is loaded, from its own folder, without touching ``sys.path``
+(DESIGN.md, "BCC").
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -27,10 +26,15 @@ def import_bcc(dist_packages: Path = DIST_PACKAGES) -> ModuleType:
     source = dist_packages / "bcc"
     if not (source / "__init__.py").is_file():
         raise ProbeOff("bcc_missing", f"BCC is not installed ({source} is missing): apt-get install python3-bpfcc")
-    shim = Path(tempfile.mkdtemp(prefix="neuroflow-bcc-"))
-    (shim / "bcc").symlink_to(source)
-    sys.path.insert(0, str(shim))
+    spec = importlib.util.spec_from_file_location("bcc", source / "__init__.py",
+                                                  submodule_search_locations=[str(source)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bcc"] = module  # before running it: it imports its own submodules (bcc.libbcc, …)
     try:
-        return importlib.import_module("bcc")
+        spec.loader.exec_module(module)
     except (ImportError, OSError) as exc:  # OSError: libbcc.so.0 missing or unloadable
+        for name in [m for m in sys.modules if m == "bcc" or m.startswith("bcc.")]:
+            del sys.modules[name]
         raise ProbeOff("bcc_missing", f"BCC at {source} does not import: {exc}") from None
+    return module
