@@ -1,4 +1,4 @@
-"""A minimal kernel header folder for BCC on hosts without ``/lib/modules/$(uname -r)/build``.
+"""A minimal kernel header folder for BCC, used on every host (with or without ``/lib/modules/…/build``).
 
 BCC compiles every program with kbuild's include flags rooted at
 ``BCC_KERNEL_SOURCE`` (``include/``, ``include/uapi``, ``arch/<arch>/include/uapi``,
@@ -51,10 +51,6 @@ typedef unsigned long size_t;
 typedef unsigned long uintptr_t;
 #endif
 """
-
-
-def kernel_build_dir(release: str | None = None) -> Path:
-    return Path("/lib/modules") / (release or platform.release()) / "build"
 
 
 def version_code(release: str) -> int:
@@ -112,12 +108,14 @@ def _link(link: Path, target: Path) -> None:
 
 
 def prepare_kernel_source(cache: Path) -> tuple[str, Path]:
-    """Point ``BCC_KERNEL_SOURCE`` at real headers or at a minimal folder; return (kind, path)."""
+    """Point ``BCC_KERNEL_SOURCE`` at the minimal folder (unless it is set); return (kind, path).
+
+    Also where ``/lib/modules/$(uname -r)/build`` exists: the probes read no kernel
+    struct, so they need no more, and one header set everywhere is one way to
+    compile. (With Debian 12's full 6.1 headers the tcp probe did not compile.)
+    """
     if os.environ.get("BCC_KERNEL_SOURCE"):
         return "environment", Path(os.environ["BCC_KERNEL_SOURCE"])
-    build = kernel_build_dir()
-    if (build / "include").is_dir():
-        return "kernel", build
     path = build_header_dir(cache)
     os.environ["BCC_KERNEL_SOURCE"] = str(path)
     return "minimal", path

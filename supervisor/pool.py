@@ -213,6 +213,7 @@ class AgentPool:
             await worker.start(lambda wid, fds, cpu: self._zygote.spawn(worker, fds, cpu))  # type: ignore[union-attr]
         except Exception as exc:  # a failed spawn is logged and retried by _ensure_min
             log.error("worker failed to start: %s", exc, extra={"agent": self.name, "worker": worker.id})
+            self._crashes += 1  # retried with backoff, never in a tight loop
             worker.kill(f"it failed to start ({exc})")
             return None
         self._crashes = 0
@@ -282,6 +283,10 @@ class AgentPool:
                 await self._spawn()
             finally:
                 self._respawning -= 1
+                # A worker that died while this one was starting was not replaced (this spawn
+                # was still counted); if this spawn failed too, the pool would stay short.
+                if self.state == "ready":
+                    self._ensure_min()
 
         for _ in range(count):
             self._respawning += 1
