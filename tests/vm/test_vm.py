@@ -42,8 +42,8 @@ def vm_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     log = Path(os.environ.get("NEUROFLOW_VM_LOG", tmp_path_factory.mktemp("vm") / "console.log"))
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.run(["bash", str(HERE / "run.sh"), str(HERE / "job.sh"), "3000"],
-                              stdout=out, stderr=subprocess.STDOUT, timeout=3600)
+        proc = subprocess.run(["bash", str(HERE / "run.sh"), str(HERE / "job.sh"), "4200"],
+                              stdout=out, stderr=subprocess.STDOUT, timeout=4500)
     text = log.read_text(errors="replace")
     results = dict(re.findall(r"^VM-RESULT (\S+) (PASS|FAIL)", text, re.MULTILINE))
     if proc.returncode == 2 or not results:
@@ -54,7 +54,7 @@ def vm_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return results
 
 
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(4500)
 @pytest.mark.parametrize("check", CHECKS)
 def test_vm(vm_run: dict[str, str], check: str) -> None:
     assert vm_run.get(check) == "PASS", (
