@@ -13,7 +13,6 @@ metrics are served on the gateway's own ``GET /metrics``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import AbstractContextManager, contextmanager
@@ -27,6 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from neuroflow.supervisor.logs import UNSAMPLED_TRACE
 from neuroflow.supervisor.telemetry import (
     DURATION_BUCKETS,
+    Batched,
     Export,
     Sampling,
     Span,
@@ -64,7 +64,7 @@ def setup(trace_dir: Path | None, otlp_endpoint: str | None = None, otlp_protoco
           sample_ratio: float = 1.0) -> Export:
     """Install the SDK providers for the gateway process."""
     SAMPLING.ratio = sample_ratio
-    config = TelemetryConfig(otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol, sample_ratio=sample_ratio)
+    config = TelemetryConfig(otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol)
     return setup_export("neuroflow-gateway", config, trace_dir)
 
 
@@ -106,31 +106,20 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-#: Durations not recorded yet: like the supervisor, the gateway records its histogram in batches
-#: (an OpenTelemetry instrument update costs 12-14 µs here), flushed every 0.25 s and on scrape.
-_PENDING: list[tuple[str, str, int, float]] = []
+def _record_duration_now(method: str, route: str, status: int, seconds: float) -> None:
+    attrs: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
+    if route:
+        attrs["http.route"] = route
+    INSTRUMENTS.duration.record(seconds, attrs)
+
+
+#: Like the supervisor, the gateway records its histogram off the request's path.
+_DURATIONS = Batched(_record_duration_now)
+flush_metrics = _DURATIONS.flush
 
 
 def _record_duration(method: str, route: str, status: int, started: float) -> None:
-    if not _PENDING:
-        asyncio.get_running_loop().call_later(0.25, _flush_some)
-    _PENDING.append((method, route, status, time.perf_counter() - started))
-
-
-def _flush_some() -> None:
-    flush_metrics(8)  # a few per turn of the loop, never one long stall
-    if _PENDING:
-        asyncio.get_running_loop().call_soon(_flush_some)
-
-
-def flush_metrics(limit: int | None = None) -> None:
-    pending = _PENDING[:limit]
-    del _PENDING[:len(pending)]
-    for method, route, status, seconds in pending:
-        attrs: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
-        if route:
-            attrs["http.route"] = route
-        INSTRUMENTS.duration.record(seconds, attrs)
+    _DURATIONS.add(method, route, status, time.perf_counter() - started)
 
 
 def _add_trace_id(response: web.StreamResponse, trace_id: str) -> None:

@@ -58,7 +58,6 @@ class Counters:
     requests: int = 0
     failures: int = 0
     restarts: int = 0
-    violations: int = 0
     by_error: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -158,17 +157,15 @@ class AgentPool:
 
     def _on_violation(self, violation: seccomp.Violation, worker: Worker | None) -> None:
         """A refused system call: one event per worker and syscall per ``_VIOLATION_QUIET`` s."""
-        self.counters.violations += 1
         who = worker.id if worker is not None else "zygote"
         key = (who, violation.syscall)
         now = time.monotonic()
         if now - self._violations.get(key, -_VIOLATION_QUIET) < _VIOLATION_QUIET:
             return
         self._violations[key] = now
-        ids = list(worker.request_ids.values()) if worker is not None else []
         BUS.incident(
             "seccomp", agent=self.name, release=self.release, worker_id=who, value=violation.syscall,
-            request_id=ids[0] if len(ids) == 1 else "",
+            request_id=worker.sole_request_id if worker is not None else "",
             detail=f"{who} called {violation.syscall}, which seccomp profile {self.manifest.seccomp!r} refuses "
                    f"(it got {errno.errorcode.get(violation.errno, violation.errno)})",
         )
@@ -225,6 +222,8 @@ class AgentPool:
         telemetry.worker_exited(self, worker)
         if worker in self.workers:
             self.workers.remove(worker)
+        for key in [k for k in self._violations if k[0] == worker.id]:
+            del self._violations[key]
         if worker.leaf is not None:
             leaf = worker.leaf
             asyncio.get_running_loop().run_in_executor(None, _remove_leaf, leaf)
@@ -245,10 +244,9 @@ class AgentPool:
             counts = await asyncio.to_thread(_refused_forks, workers)
             for worker, refused in zip(workers, counts, strict=True):
                 if refused > seen.get(worker.id, 0):
-                    ids = list(worker.request_ids.values())
                     BUS.incident(
                         "pids", agent=self.name, release=self.release, worker_id=worker.id,
-                        value=str(self.limits.pids), request_id=ids[0] if len(ids) == 1 else "",
+                        value=str(self.limits.pids), request_id=worker.sole_request_id,
                         detail=f"process limit {self.limits.pids} reached: worker {worker.id} had "
                                f"{refused - seen.get(worker.id, 0)} fork(s) refused",
                     )
@@ -262,7 +260,7 @@ class AgentPool:
         missing = self.pool_min - len(self.workers) - self._respawning
         if missing <= 0:
             return
-        self._schedule_spawns(missing, _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)])
+        self._schedule_spawns(missing)
 
     def _keep_spare(self) -> None:
         """Fork ahead of demand until ``spare`` workers' worth of request slots are free, within pool.max."""
@@ -272,10 +270,12 @@ class AgentPool:
         free = sum(slots - len(w.inflight) for w in self.workers if w.state in ("spawning", "ready"))
         missing = min(self.spare - free // slots, self.pool_max - len(self.workers)) - self._respawning
         if missing > 0:
-            self._schedule_spawns(missing, _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)])
+            self._schedule_spawns(missing)
 
-    def _schedule_spawns(self, count: int, delay: float) -> None:
-        """Spawn ``count`` workers in the background after ``delay``; counted in ``_respawning``."""
+    def _schedule_spawns(self, count: int) -> None:
+        """Spawn ``count`` workers in the background, after the backoff that recent crashes earned;
+        counted in ``_respawning`` until each spawn ends."""
+        delay = _RESPAWN_BACKOFF[min(self._crashes, len(_RESPAWN_BACKOFF) - 1)]
 
         async def respawn() -> None:
             try:

@@ -92,14 +92,15 @@ class Sampling:
     def __init__(self, ratio: float = 1.0) -> None:
         self.ratio = ratio
 
-    def decide(self, traceparent: str | None) -> tuple[bool, str]:
-        """``(sampled, trace_id)``; the trace id is the parent's, or a new one for an unsampled root."""
+    def decide(self, traceparent: str | None) -> tuple[bool, str, str]:
+        """``(sampled, trace_id, parent_span_id)``: the parent's ids when a valid ``traceparent`` came;
+        else a root, with a new trace id when unsampled ("" when sampled: the root span makes one)."""
         parent = parse_traceparent(traceparent) if traceparent else None
         if parent is not None:
-            return parent[2], parent[0]
+            return parent[2], parent[0], parent[1]
         if self.ratio >= 1.0 or (self.ratio > 0.0 and random.random() < self.ratio):
-            return True, ""
-        return False, f"{random.getrandbits(128) or 1:032x}"
+            return True, "", ""
+        return False, f"{random.getrandbits(128) or 1:032x}", ""
 
 
 def unsampled_traceparent(trace_id: str) -> str:
@@ -592,9 +593,6 @@ class Span:
     def set_status(self, status: StatusCode, description: str = "") -> None:
         self.status, self.status_message = status, description
 
-    def is_recording(self) -> bool:
-        return True
-
     def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
               ) -> Span:
         return Span(name, self.trace_id, self.span_id, kind, attributes)
@@ -640,9 +638,6 @@ class _NoSpan:
     def set_status(self, status: StatusCode, description: str = "") -> None:
         pass
 
-    def is_recording(self) -> bool:
-        return False
-
     def end(self) -> None:
         pass
 
@@ -668,7 +663,7 @@ def start_span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Map
     """
     parent = _CURRENT.get()
     if sampling is not None:
-        sampled, trace_id = sampling.decide(traceparent)
+        sampled, trace_id, parent_id = sampling.decide(traceparent)
         if not sampled:
             token = UNSAMPLED_TRACE.set(trace_id)
             try:
@@ -676,9 +671,8 @@ def start_span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Map
             finally:
                 UNSAMPLED_TRACE.reset(token)
             return
-        remote = parse_traceparent(traceparent) if traceparent else None
-        span = (Span(name, int(remote[0], 16), int(remote[1], 16), kind, attributes, remote_parent=True)
-                if remote else Span(name, random.getrandbits(128) or 1, 0, kind, attributes))
+        span = Span(name, int(trace_id, 16) if trace_id else random.getrandbits(128) or 1,
+                    int(parent_id, 16) if parent_id else 0, kind, attributes, remote_parent=bool(parent_id))
     elif parent is None:
         yield NO_SPAN
         return
@@ -786,9 +780,8 @@ _KILL_REASONS = (("health check", "health_check"), ("invalid frame", "bad_frame"
 
 def exit_reason(worker: Worker) -> str:
     """A short, stable label for why ``worker`` ended (memory, cpu_time, health_check, crashed, ...)."""
-    breach = worker.breach()
-    if breach is not None:
-        return breach[0]  # memory | cpu_time
+    if worker.breach is not None:  # found when it died
+        return worker.breach[0]  # memory | cpu_time
     if worker.kill_reason is not None:
         text = worker.kill_reason
         return next((label for words, label in _KILL_REASONS if words in text), "killed")
@@ -912,65 +905,78 @@ def active() -> SupervisorTelemetry | None:
     return _ACTIVE[0]
 
 
-#: Finished calls whose metrics are not recorded yet: an OpenTelemetry instrument update costs
-#: 12-14 µs here (measured), several per call, so calls are recorded in batches off their path.
-_PENDING: list[tuple[str, str, str, float, int, int]] = []
-_EXECUTIONS: list[tuple[str, str, float]] = []
-_FLUSH_DELAY = 0.25
+class Batched:
+    """Metric updates recorded off the request's path.
+
+    An OpenTelemetry instrument update costs 12-14 µs here (measured), several per
+    call. Items wait ``delay`` seconds, then are recorded ``chunk`` per turn of the
+    event loop (a whole batch at once stalled the loop for several ms: bench/latency's
+    p99), and all at once before a scrape (:meth:`flush`). Without an event loop (a
+    script, a test) an item is recorded at once.
+    """
+
+    def __init__(self, record: Callable[..., None], delay: float = 0.25, chunk: int = 8) -> None:
+        self.record = record
+        self.delay = delay
+        self.chunk = chunk
+        self._items: list[tuple[Any, ...]] = []
+
+    def add(self, *item: Any) -> None:
+        if not self._items:
+            try:
+                asyncio.get_running_loop().call_later(self.delay, self._flush_some)
+            except RuntimeError:
+                self.record(*item)
+                return
+        self._items.append(item)
+
+    def _flush_some(self) -> None:
+        self.flush(self.chunk)
+        if self._items:
+            asyncio.get_running_loop().call_soon(self._flush_some)
+
+    def flush(self, limit: int | None = None) -> None:
+        items = self._items[:limit]
+        del self._items[:len(items)]
+        for item in items:
+            self.record(*item)
+
+
+def _record_reply(agent: str, version: str, error_code: str, seconds: float, prompt_tokens: int,
+                  completion_tokens: int) -> None:
+    attrs = {"agent": agent, "version": version}
+    INSTRUMENTS.requests.add(1, attrs)
+    INSTRUMENTS.duration.record(seconds, attrs)
+    if error_code:
+        INSTRUMENTS.errors.add(1, {**attrs, "code": error_code})
+    if prompt_tokens:
+        INSTRUMENTS.tokens.add(prompt_tokens, {**attrs, "kind": "prompt"})
+    if completion_tokens:
+        INSTRUMENTS.tokens.add(completion_tokens, {**attrs, "kind": "completion"})
+
+
+_REPLIES = Batched(_record_reply)
+_EXECUTIONS = Batched(lambda agent, version, seconds: INSTRUMENTS.execution.record(
+    seconds, {"agent": agent, "version": version}))
 
 
 def record_reply(agent: str, version: str, release: str, error_code: str, seconds: float,
                  prompt_tokens: int, completion_tokens: int) -> None:
-    """Metrics (batched, see :func:`flush_metrics`) and alert windows for one finished call."""
-    if not _PENDING and not _EXECUTIONS:
-        _schedule_flush()
-    _PENDING.append((agent, version, error_code, seconds, prompt_tokens, completion_tokens))
+    """Metrics (batched) and alert windows for one finished call."""
+    _REPLIES.add(agent, version, error_code, seconds, prompt_tokens, completion_tokens)
     tel = _ACTIVE[0]
     if tel is not None and agent:
         tel.request_done(agent, not error_code, seconds, release)
 
 
 def record_execution(agent: str, version: str, duration_ms: float) -> None:
-    if not _PENDING and not _EXECUTIONS:
-        _schedule_flush()
-    _EXECUTIONS.append((agent, version, duration_ms / 1000))
+    _EXECUTIONS.add(agent, version, duration_ms / 1000)
 
 
-#: Calls recorded per turn of the event loop: a whole 0.25 s batch at once stalled the loop for
-#: several ms (bench/latency's p99); a few at a time leave it free between them.
-_FLUSH_CHUNK = 8
-
-
-def _schedule_flush() -> None:
-    try:
-        asyncio.get_running_loop().call_later(_FLUSH_DELAY, _flush_some)
-    except RuntimeError:  # no event loop (a script, a test): record now
-        flush_metrics()
-
-
-def _flush_some() -> None:
-    flush_metrics(_FLUSH_CHUNK)
-    if _PENDING or _EXECUTIONS:
-        asyncio.get_running_loop().call_soon(_flush_some)
-
-
-def flush_metrics(limit: int | None = None) -> None:
-    """Record (up to ``limit`` of) the calls batched so far; a scrape first records them all."""
-    pending, executions = _PENDING[:limit], _EXECUTIONS[:limit]
-    del _PENDING[:len(pending)]
-    del _EXECUTIONS[:len(executions)]
-    for agent, version, error_code, seconds, prompt_tokens, completion_tokens in pending:
-        attrs = {"agent": agent, "version": version}
-        INSTRUMENTS.requests.add(1, attrs)
-        INSTRUMENTS.duration.record(seconds, attrs)
-        if error_code:
-            INSTRUMENTS.errors.add(1, {**attrs, "code": error_code})
-        if prompt_tokens:
-            INSTRUMENTS.tokens.add(prompt_tokens, {**attrs, "kind": "prompt"})
-        if completion_tokens:
-            INSTRUMENTS.tokens.add(completion_tokens, {**attrs, "kind": "completion"})
-    for agent, version, seconds in executions:
-        INSTRUMENTS.execution.record(seconds, {"agent": agent, "version": version})
+def flush_metrics() -> None:
+    """Record every batched call (before a scrape)."""
+    _REPLIES.flush()
+    _EXECUTIONS.flush()
 
 
 def worker_spawned(agent: str) -> None:

@@ -110,6 +110,8 @@ class Worker:
         self.trace_ids: dict[int, str] = {}
         self.place_ms = 0.0
         self.kill_reason: str | None = None
+        #: Set when it died: the limit it hit, as (kind, limit, sentence), or None.
+        self.breach: tuple[str, str, str] | None = None
         self._next_id = 0
         self._pidfd = -1
         self._writer: asyncio.WriteTransport | None = None
@@ -292,12 +294,11 @@ class Worker:
         if self.state == "dead" or not (self.exit_status.done() and self.closed.done()):
             return
         self.state = "dead"
-        breach = self.breach()
+        self.breach = breach = self._find_breach()
         error = self.death_error(breach)
         if breach is not None:
-            ids = list(self.request_ids.values())
             BUS.incident(breach[0], agent=self.pool.name, release=self.pool.release, worker_id=self.id,
-                         value=breach[1], detail=breach[2], request_id=ids[0] if len(ids) == 1 else "")
+                         value=breach[1], detail=breach[2], request_id=self.sole_request_id)
         BUS.worker_removed(self.pool.name, self.pool.release, self.id)
         for timer in self._grace_timers.values():
             timer.cancel()
@@ -320,8 +321,13 @@ class Worker:
         self.gone.set_result(None)
         self.on_dead(self)
 
-    def breach(self) -> tuple[str, str, str] | None:
-        """The limit this dead worker hit, as (kind, limit, sentence), if any."""
+    @property
+    def sole_request_id(self) -> str:
+        """The request in flight when there is exactly one (an event can then name it), else ""."""
+        return next(iter(self.request_ids.values())) if len(self.request_ids) == 1 else ""
+
+    def _find_breach(self) -> tuple[str, str, str] | None:
+        """The limit this dead worker hit, as (kind, limit, sentence), if any (reads its cgroup)."""
         status = self.exit_status.result() if self.exit_status.done() else None
         limits = self.pool.limits
         usage = self.leaf.usage() if self.leaf is not None else None

@@ -136,17 +136,19 @@ class Zygote:
         assert listener is not None
         by_pid = {w.host_pid: w for w in self.workers.values() if w.host_pid}
         for v in listener.handle():
-            worker = by_pid.get(v.pid)
-            self.on_violation(v, worker)
-        if listener.closed:
-            asyncio.get_running_loop().remove_reader(listener.fd)
+            self.on_violation(v, by_pid.get(v.pid))
+        if listener.done:
+            self._stop_seccomp()
+
+    def _stop_seccomp(self) -> None:
+        if self._listener is not None and not self._listener.closed:
+            asyncio.get_running_loop().remove_reader(self._listener.fd)  # before the fd number is freed
+            self._listener.close()
 
     def _gone(self, why: str) -> None:
         if self._listener is not None and not self._listener.closed:
             self._on_seccomp()  # answer what is pending, so nothing stays blocked
-            if not self._listener.closed:
-                asyncio.get_running_loop().remove_reader(self._listener.fd)
-                self._listener.close()
+            self._stop_seccomp()
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()

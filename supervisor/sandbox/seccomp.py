@@ -172,23 +172,23 @@ class Listener:
 
     :meth:`handle` answers every pending notification with the refusal errno
     and returns what was refused. It never blocks: it receives only when the
-    fd polls readable, and reports ``closed`` once every process under the
-    filter is gone.
+    fd polls readable, and sets ``done`` once every process under the filter
+    is gone; the owner then stops watching the fd and calls :meth:`close`.
     """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.done = False
         self.closed = False
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
     def handle(self) -> list[Violation]:
         out = []
-        while not self.closed:
+        while not self.done:
             events = dict(self._poll.poll(0)).get(self.fd, 0)
             if not events & select.POLLIN:
-                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    self.close()
+                self.done = bool(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL))
                 break
             buf = bytearray(_NOTIF.size)
             try:
@@ -196,7 +196,7 @@ class Listener:
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.EINTR):  # the caller died meanwhile
                     continue
-                self.close()
+                self.done = True
                 break
             nid, pid, _flags, nr, arch, _ip, *args = _NOTIF.unpack(buf)
             name = syscall_name(arch, nr)
@@ -208,5 +208,5 @@ class Listener:
 
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
+            self.closed = self.done = True
             os.close(self.fd)

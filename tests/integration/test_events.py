@@ -154,16 +154,20 @@ def test_watch_workers_streams_live_workers_with_their_cgroup_ids(stack: Stack) 
         for event in adds:
             assert event.cgroup_id == _cgroup_v2_inode(event.pid), event
             assert event.version and event.release
-        # A worker that dies is removed; its replacement is added.
-        victim = next(e for e in adds if e.agent == "lab")
+        # A worker that dies is removed (with the id it was added with); its replacement is added.
+        lab = {e.worker_id: e.cgroup_id for e in adds if e.agent == "lab"}
         count = len(seen)
         invoke(stack.url, "lab", {"op": "exit"})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(e.kind == "remove" for e in seen[count:]):
+
+        def later(kind: str) -> list[pb.WorkerEvent]:
+            return [e for e in seen[count:] if e.kind == kind and e.agent == "lab"]
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (later("remove") and later("add")):
             time.sleep(0.05)
-        removed = [e for e in seen[count:] if e.kind == "remove"]
-        assert removed and removed[0].agent == "lab" and removed[0].cgroup_id
-        assert victim.worker_id in {e.worker_id for e in adds}
+        (removed,) = later("remove")
+        assert lab.get(removed.worker_id) == removed.cgroup_id != 0
+        assert [e for e in later("add") if e.worker_id not in lab], "no replacement was added"
     finally:
         stream.cancel()
         channel.close()

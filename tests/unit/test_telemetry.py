@@ -247,11 +247,11 @@ def test_traceparent_parsing() -> None:
 
 def test_sampling_follows_the_parent_and_the_ratio_at_the_root() -> None:
     sampling = telemetry.Sampling(0.0)
-    assert sampling.decide(f"00-{TRACE}-{PARENT}-01") == (True, TRACE)  # the parent decided
-    assert sampling.decide(f"00-{TRACE}-{PARENT}-00") == (False, TRACE)
-    sampled, trace_id = sampling.decide(None)
-    assert not sampled and len(trace_id) == 32 and int(trace_id, 16)
-    assert telemetry.Sampling(1.0).decide(None) == (True, "")  # the SDK makes the root span's id
+    assert sampling.decide(f"00-{TRACE}-{PARENT}-01") == (True, TRACE, PARENT)  # the parent decided
+    assert sampling.decide(f"00-{TRACE}-{PARENT}-00") == (False, TRACE, PARENT)
+    sampled, trace_id, parent = sampling.decide(None)
+    assert not sampled and len(trace_id) == 32 and int(trace_id, 16) and parent == ""
+    assert telemetry.Sampling(1.0).decide(None) == (True, "", "")  # the root span makes its own trace id
     half = telemetry.Sampling(0.5)
     share = sum(half.decide("garbage")[0] for _ in range(4000)) / 4000
     assert 0.45 < share < 0.55
@@ -294,3 +294,27 @@ def test_unsampled_request_has_a_trace_id_but_no_span() -> None:
         assert telemetry.start_dispatch("a", "w1", request) is telemetry.NO_SPAN
         assert (request.trace_id, request.sampled, request.parent_span_id) == (TRACE, False, "")
     assert telemetry.current_trace_id() == ""
+
+
+def test_batched_metrics_wait_then_go_a_few_per_loop_turn_and_all_on_flush() -> None:
+    import asyncio
+
+    seen: list[int] = []
+    batched = telemetry.Batched(seen.append, delay=0.01, chunk=2)
+    batched.add(0)  # no event loop: recorded at once
+    assert seen == [0]
+
+    async def run() -> None:
+        for n in range(1, 6):
+            batched.add(n)
+        assert seen == [0]  # nothing on the caller's path
+        await asyncio.sleep(0.05)  # after the delay, chunk by chunk
+        assert seen == list(range(6))
+        for n in range(6, 9):
+            batched.add(n)
+        batched.flush(2)  # one chunk
+        assert seen == list(range(8))
+        batched.flush()  # a scrape records the rest
+        assert seen == list(range(9))
+
+    asyncio.run(run())
