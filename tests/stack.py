@@ -201,10 +201,9 @@ def delegated_scope(name: str) -> list[str]:
 
 def cgroup_dirs(instance: str) -> list[Path]:
     """Every cgroup directory this instance may have created (for leak checks)."""
-    found = []
-    for root in Path("/sys/fs/cgroup").iterdir():
-        found += list(root.glob(f"**/neuroflow.{instance}"))
-    return found
+    # os.walk, not Path.glob: systemd may remove a scope while we walk it.
+    name = f"neuroflow.{instance}"
+    return [Path(top) / name for top, dirs, _ in os.walk("/sys/fs/cgroup") if name in dirs]
 
 
 def pid_alive(pid: int) -> bool:

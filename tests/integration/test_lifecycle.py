@@ -58,7 +58,11 @@ def test_crash_leftovers_are_reclaimed_at_start(tmp_path: Path) -> None:
         assert not any(pid_alive(p) for p in workers), "workers outlived their supervisor"
         if delegated_scope("x"):
             # Under systemd the supervisor ran in a scope of its own, whose
-            # cgroups systemd removed when it died; nothing is left to reclaim.
+            # cgroups systemd removes once it has seen it die; nothing is left
+            # to reclaim.
+            deadline = time.monotonic() + 10
+            while cgroup_dirs(stack.instance) and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert cgroup_dirs(stack.instance) == []
         else:
             assert cgroup_dirs(stack.instance), "expected stale cgroups after SIGKILL"
