@@ -89,10 +89,25 @@ def tracepoint_missing(spec: ProbeSpec, root: Path = TRACEFS) -> str | None:
     return None
 
 
-def cflags(spec: ProbeSpec, *, latency: bool) -> list[str]:
+def tracepoint_has_field(tracepoint: str, name: str, root: Path = TRACEFS) -> bool:
+    """Whether this kernel's ``tracepoint`` (``category:event``) has a field ``name`` (they differ by version)."""
+    category, event = tracepoint.split(":")
+    for base in (root, Path("/sys/kernel/debug/tracing")):
+        try:
+            text = (base / "events" / category / event / "format").read_text()
+        except OSError:
+            continue
+        declarations = (line.split(";")[0].split() for line in text.splitlines() if line.strip().startswith("field:"))
+        return any(words[-1].lstrip("*").split("[")[0] == name for words in declarations)
+    return False
+
+
+def cflags(spec: ProbeSpec, *, latency: bool, root: Path = TRACEFS) -> list[str]:
     flags = [f"-D{k}={v}" for k, v in LIMITS.items()]
     if latency and spec.name == "syscalls":
         flags.append("-DNF_LATENCY=1")
+    if spec.name == "proc" and tracepoint_has_field("sched:sched_process_exit", "group_dead", root):
+        flags.append("-DNF_HAVE_GROUP_DEAD=1")
     return flags
 
 

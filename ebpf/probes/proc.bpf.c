@@ -50,8 +50,16 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+#ifdef NF_HAVE_GROUP_DEAD
     if (args->group_dead) /* the last thread: the process is gone */
         nf_proc_count(NF_PROC_EXIT);
+#else
+    /* Older kernels (Debian 12's 6.1) have no group_dead: count the exit of
+     * the thread-group leader, which happens once per process too. */
+    u64 id = bpf_get_current_pid_tgid();
+    if ((u32)id == (u32)(id >> 32))
+        nf_proc_count(NF_PROC_EXIT);
+#endif
     return 0;
 }
 

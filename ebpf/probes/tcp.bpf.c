@@ -3,8 +3,12 @@
  *
  * SYN_SENT is entered inside connect(), in the agent's own task, so the cgroup
  * filter works there; the sockets found that way are remembered by address
- * (skaddr). ESTABLISHED and tcp_probe run in softirq context, where "current"
- * is any task, so they are matched by skaddr only.
+ * (skaddr). ESTABLISHED runs in softirq context, where "current" is any task,
+ * so it is matched by skaddr only. Recent kernels' tcp_probe gives skaddr
+ * too, but older ones (Debian 12's 6.1) do not, so an established socket is
+ * also remembered by its connection tuple, which every tcp_probe gives.
+ * (Two network namespaces can hold the same tuple at once; RTT samples of such
+ * a pair would be counted for whichever registered it last.)
  */
 #include "nf_common.h"
 
@@ -19,9 +23,19 @@ struct nf_dest {
     u8 daddr[16];
 };
 
+/* A connection as tcp_probe names it: local port, remote port and address. */
+struct nf_tuple {
+    u16 family;
+    u16 sport;
+    u16 dport;
+    u16 pad;
+    u8 daddr[16];
+};
+
 struct nf_conn {
     u64 ts;
     struct nf_dest dest;
+    struct nf_tuple tuple; /* set once established */
 };
 
 struct nf_tcp_hist_key {
@@ -31,6 +45,7 @@ struct nf_tcp_hist_key {
 };
 
 BPF_HASH(tcp_socks, u64, struct nf_conn, NF_MAX_SOCKS);
+BPF_HASH(tcp_tuples, struct nf_tuple, struct nf_dest, NF_MAX_SOCKS);
 BPF_HASH(tcp_hist, struct nf_tcp_hist_key, u64, NF_MAX_TCP_KEYS);
 BPF_HASH(tcp_sum, struct nf_tcp_hist_key, u64, NF_MAX_TCP_KEYS); /* slot = 0 */
 
@@ -96,22 +111,43 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             key.slot = nf_log2(delta);
             key.kind = 0;
             nf_tcp_add(&key, delta);
+            /* The local port is bound by now (it is not yet at SYN_SENT). */
+            conn->tuple.family = args->family;
+            conn->tuple.sport = args->sport;
+            conn->tuple.dport = args->dport;
+            if (args->family == AF_INET)
+                __builtin_memcpy(conn->tuple.daddr, args->daddr, 4);
+            else
+                __builtin_memcpy(conn->tuple.daddr, args->daddr_v6, 16);
+            if (tcp_tuples.update(&conn->tuple, &conn->dest))
+                nf_stat(NF_STAT_MAP_FULL);
         } else {
             key.kind = 2;
             nf_tcp_add(&key, 0);
         }
     }
-    if (args->newstate == NF_TCP_CLOSE)
+    if (args->newstate == NF_TCP_CLOSE) {
+        if (conn->tuple.sport)
+            tcp_tuples.delete(&conn->tuple);
         tcp_socks.delete(&sk);
+    }
     return 0;
 }
 
 TRACEPOINT_PROBE(tcp, tcp_probe) {
-    u64 sk = (u64)args->skaddr;
-    struct nf_conn *conn = tcp_socks.lookup(&sk);
-    if (!conn)
+    /* saddr/daddr hold a struct sockaddr_in or sockaddr_in6 (ports and
+     * addresses in network order; the sport/dport fields are host order). */
+    struct nf_tuple tuple = {.family = args->family, .sport = args->sport, .dport = args->dport};
+    if (args->family == AF_INET)
+        __builtin_memcpy(tuple.daddr, (u8 *)args->daddr + 4, 4);   /* sin_addr */
+    else if (args->family == AF_INET6)
+        __builtin_memcpy(tuple.daddr, (u8 *)args->daddr + 8, 16);  /* sin6_addr */
+    else
         return 0;
-    struct nf_tcp_hist_key key = {.dest = conn->dest, .kind = 1};
+    struct nf_dest *dest = tcp_tuples.lookup(&tuple);
+    if (!dest)
+        return 0;
+    struct nf_tcp_hist_key key = {.dest = *dest, .kind = 1};
     u64 srtt = args->srtt;
     key.slot = nf_log2(srtt);
     nf_tcp_add(&key, srtt);

@@ -10,7 +10,7 @@ from neuroflow.ebpf import top
 from neuroflow.ebpf.errors import ProbeOff
 from neuroflow.ebpf.headers import build_header_dir, version_code
 from neuroflow.ebpf.metrics import NS_BOUNDS, SnapshotCollector, buckets, render
-from neuroflow.ebpf.probes import PROBES, program_text
+from neuroflow.ebpf.probes import PROBES, cflags, program_text, tracepoint_has_field
 from neuroflow.ebpf.registry import Registry
 from neuroflow.ebpf.snapshot import Dest, Hist, Snapshot
 from neuroflow.ebpf.syscalls import parse_unistd, syscall_name
@@ -55,6 +55,21 @@ def test_probe_sources_paste_the_common_header() -> None:
     for spec in PROBES.values():
         text = program_text(spec)
         assert "BPF_HASH(watched, u64, u32, NF_MAX_CGROUPS);" in text and '#include "nf_common.h"' not in text
+
+
+def test_probes_follow_the_kernels_tracepoint_fields(tmp_path: Path) -> None:
+    # Debian 12's 6.1 has no sched_process_exit.group_dead; newer kernels do.
+    fmt = tmp_path / "events/sched/sched_process_exit/format"
+    fmt.parent.mkdir(parents=True)
+    fields = ("\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n"
+              "\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n")
+    fmt.write_text("name: sched_process_exit\nformat:\n" + fields)
+    assert tracepoint_has_field("sched:sched_process_exit", "comm", tmp_path)
+    assert not tracepoint_has_field("sched:sched_process_exit", "group_dead", tmp_path)
+    assert "-DNF_HAVE_GROUP_DEAD=1" not in cflags(PROBES["proc"], latency=False, root=tmp_path)
+    fmt.write_text("name: sched_process_exit\nformat:\n" + fields
+                   + "\tfield:bool group_dead;\toffset:28;\tsize:1;\tsigned:0;\n")
+    assert "-DNF_HAVE_GROUP_DEAD=1" in cflags(PROBES["proc"], latency=False, root=tmp_path)
 
 
 def test_histogram_buckets_are_cumulative() -> None:
