@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import validators as v
 from .names import find_person_names
+from .redact import redact
 
 PII_TYPES: tuple[str, ...] = ("SECRET", "EMAIL", "CN_ID", "IBAN", "CREDIT_CARD", "US_SSN", "IP_ADDRESS",
                               "PHONE", "PERSON")
@@ -220,3 +221,13 @@ def resolve_overlaps(spans: Iterable[PiiSpan]) -> list[PiiSpan]:
         if all(s.end <= k.start or s.start >= k.end for k in kept):
             kept.append(s)
     return sorted(kept, key=lambda s: s.start)
+
+
+def redact_pii(text: str) -> str:
+    """``text`` with every PII span redacted (masked digits, ``<TYPE>`` labels).
+
+    The supervisor finds it as the ``pii`` entry point of ``neuroflow.log_redactors``
+    and runs agents' log lines through it, so no PII reaches its log raw.
+    """
+    spans = detect_pii(text)
+    return redact(text, [(s.start, s.end, s.type) for s in spans]) if spans else text

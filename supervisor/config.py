@@ -80,6 +80,10 @@ class Config:
     #: How often the workers' cgroups are polled for limit events (refused forks).
     limits_poll: float = 1.0
     log_level: str = "info"
+    #: Agents' log lines (and the values of their fields) pass through this
+    #: ``neuroflow.log_redactors`` entry point before they are logged; the
+    #: guard's ``pii`` masks PII. None logs them as written.
+    log_redactor: str | None = "pii"
     defaults: AgentDefaults = field(default_factory=AgentDefaults)
     #: Hot update: watch the agents' folders and deploy what changes.
     watch: bool = True
@@ -110,7 +114,7 @@ class Config:
 _KEYS = {
     "state_dir", "agents_dirs", "socket", "socket_mode", "socket_group", "instance",
     "uid_base", "uid_count", "max_frame_bytes", "max_queue", "kill_grace", "drain_timeout",
-    "limits_poll", "log_level", "defaults", "watch", "debounce", "probation", "probation_min_requests",
+    "limits_poll", "log_level", "log_redactor", "defaults", "watch", "debounce", "probation", "probation_min_requests",
     "probation_max_error_rate", "keep_releases", "alert_webhook", "telemetry",
     "egress_connect_timeout", "egress_idle_timeout", "egress_max_connections",
 }
@@ -180,6 +184,11 @@ def _parse_config(raw: Any, where: str) -> Config:
         if level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"{where}: log_level: expected debug, info, warning or error, got {level!r}")
         values["log_level"] = level
+    if "log_redactor" in raw:
+        name = raw["log_redactor"]
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError(f"{where}: log_redactor: expected a redactor's name (such as pii) or null, got {name!r}")
+        values["log_redactor"] = name
     if "defaults" in raw:
         values["defaults"] = _parse_defaults(raw["defaults"], f"{where}: defaults")
     if "watch" in raw:

@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuroflow-supervisor: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, "supervisor")
+    try:
+        logs.load_redactor(config.log_redactor)
+    except LookupError as exc:
+        log.error("%s", exc)
+        return 2
     if os.geteuid() != 0:
         log.error("must run as root: it creates cgroups and namespaces for the agents' sandboxes")
         return 1

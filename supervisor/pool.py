@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from neuroflow.sdk.manifest import Limits, Manifest
 from neuroflow.v1 import worker_pb2 as wpb
 
-from . import telemetry
+from . import logs, telemetry
 from .config import Config
 from .egress import EgressProxy
 from .errors import AgentUnavailable, DeadlineExceeded, NeuroflowError, Overloaded, ShuttingDown
@@ -76,6 +76,8 @@ class AgentPool:
         self.pool_min = manifest.pool.min if manifest.pool.min is not None else config.defaults.pool_min
         self.pool_max = max(manifest.pool.max or config.defaults.pool_max, self.pool_min, 1)
         self.config_json = json.dumps(dict(manifest.config)).encode()
+        #: What the agents' log lines pass through (checked at start by main).
+        self.redact = logs.load_redactor(config.log_redactor)
         self.state = "starting"
         self.detail = ""
         self.workers: list[Worker] = []

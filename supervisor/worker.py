@@ -23,7 +23,7 @@ from neuroflow.sdk.framing import FrameDecoder, FrameError, encode
 from neuroflow.sdk.http import SANDBOX_SOCKET as EGRESS_SOCKET
 from neuroflow.v1 import worker_pb2 as wpb
 
-from . import telemetry
+from . import logs, telemetry
 from .errors import NeuroflowError, ResourceExhausted, WorkerCrashed
 from .events import BUS, WorkerRef
 from .sandbox.cgroups import Leaf
@@ -254,6 +254,8 @@ class Worker:
 
     def log_line(self, message: str, stream: str, level: str = "info", frame_id: int = 0,
                  fields: dict[str, str] | None = None) -> None:
+        if self.pool.redact is not None:
+            message, fields = logs.redact_all(self.pool.redact, message, fields or {})
         extra = {"agent": self.pool.name, "worker": self.id, "stream": stream, **(fields or {})}
         if frame_id and frame_id in self.request_ids:
             extra["request_id"] = self.request_ids[frame_id]

@@ -52,6 +52,9 @@ class Traced(Agent):
             plan.set_attribute("done", True)
         context.report_usage(prompt_tokens=7, completion_tokens=5, model="test")
         context.log("handled")
+        if request.input == "pii":
+            context.log("reached alice@example.com", card="4111 1111 1111 1111")
+            print("ssn 536-22-8726 on stdout", flush=True)
         return Response(output={"ok": request.input})
 '''
 
@@ -169,6 +172,25 @@ def test_trace_id_in_error_bodies_and_logs(tstack: Stack) -> None:
     assert handled and handled[0]["trace_id"] == TRACE_ID and handled[0]["agent"] == "traced"
     failed = [x for x in lines if x.get("msg") == "request failed" and x.get("code") == "agent_not_found"]
     assert failed and failed[0]["trace_id"] == trace_id
+
+
+def test_agent_log_lines_are_logged_without_pii(tstack: Stack) -> None:
+    status, body, _ = request(f"{tstack.url}/v1/agents/traced/invoke", "POST", {"input": "pii"})
+    assert status == 200, body
+    want = {"reached <EMAIL>", "ssn ***-**-8726 on stdout"}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = tstack.log_text("supervisor")
+        lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+        if want <= {x.get("msg") for x in lines if x.get("agent") == "traced"}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the agent's redacted lines were not logged:\n{text[-3000:]}")
+    reached = next(x for x in lines if x.get("msg") == "reached <EMAIL>")
+    assert reached["card"] == "**** **** **** 1111" and reached["trace_id"] == body["trace_id"]
+    for raw in ("alice@example.com", "4111 1111 1111 1111", "536-22-8726"):
+        assert raw not in text
 
 
 def test_unsampled_request_records_no_span_but_keeps_its_trace_id(tstack: Stack) -> None:

@@ -30,6 +30,7 @@ def test_values_and_overrides(tmp_path: Path) -> None:
     ({"defaults": {"swap": 1}}, "defaults.swap: unknown key"),
     ({"log_level": "loud"}, "log_level: expected debug"),
     ({"agents_dirs": []}, "agents_dirs: expected a non-empty list"),
+    ({"log_redactor": ""}, "log_redactor: expected a redactor's name"),
 ])
 def test_errors_name_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -52,3 +53,32 @@ def test_supervisor_refuses_to_run_unprivileged(tmp_path: Path, monkeypatch: pyt
     with caplog.at_level("ERROR"):
         assert supervisor_main.main(["--state-dir", str(tmp_path)]) == 1
     assert "must run as root" in caplog.text
+
+
+def test_log_redactor_is_found_by_name_and_fails_closed() -> None:
+    from neuroflow.supervisor import logs
+
+    assert parse_config({"log_redactor": None}, "c").log_redactor is None and Config().log_redactor == "pii"
+    redact = logs.load_redactor("pii")
+    assert redact is not None and logs.load_redactor(None) is None
+    message, fields = logs.redact_all(redact, "to bob@example.org", {"phone": "+86 138 1234 5678", "n": "42"})
+    assert message == "to <EMAIL>" and fields == {"phone": "+** *** **** 5678", "n": "42"}
+    with pytest.raises(LookupError, match=r"no redactor named 'nope' is installed \(installed: .*pii"):
+        logs.load_redactor("nope")
+
+    def broken(text: str) -> str:
+        raise RuntimeError(text)
+
+    message, fields = logs.redact_all(broken, "to bob@example.org", {"k": "bob@example.org"})
+    assert "bob" not in message and fields == {} and "redactor failed (RuntimeError)" in message
+
+
+def test_supervisor_refuses_an_unknown_log_redactor(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from neuroflow.supervisor import main as supervisor_main
+
+    monkeypatch.setattr(supervisor_main.logs, "setup", lambda level, component: None)
+    monkeypatch.setattr(supervisor_main, "load_config", lambda path: Config(log_redactor="nope"))
+    with caplog.at_level("ERROR"):
+        assert supervisor_main.main([]) == 2
+    assert "no redactor named 'nope'" in caplog.text
