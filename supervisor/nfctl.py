@@ -2,7 +2,7 @@
 
     nfctl status            supervisor, cgroup backend, agents
     nfctl agents            one line per agent
-    nfctl top               live per-agent requests/s, CPU, memory, syscalls/s, connect latency (eBPF)
+    nfctl top               live per-agent requests/s, p99 (last 10 s), CPU, memory, syscalls/s, connect latency (eBPF)
     nfctl invoke NAME JSON  run one request (JSON is the agent's input)
     nfctl releases NAME     an agent's releases (current, standby)
     nfctl deploy NAME [PATH]  deploy PATH (default: the agent's folder) after validating it
@@ -104,7 +104,8 @@ def cmd_top(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
         now, agents = sample()
         rates = {name: {"workers": a.workers,
                         "requests_per_s": (a.requests - before[name].requests) / (now - then) if name in before
-                        else None} for name, a in agents.items()}
+                        else None,
+                        "p99_ms": a.p99_ms or None} for name, a in agents.items()}
         then, before = now, agents
         try:
             ebpf, note = ebpf_top.fetch_status(args.ebpf, timeout=min(args.timeout, 2)), ""

@@ -143,6 +143,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         info.restarts = pool.counters.restarts
         info.seccomp = m.seccomp
         info.events = sum(n for (agent, _kind), n in BUS.counts.items() if agent == name)
+        info.p99_ms = (telemetry.recent_p99(name) or 0.0) * 1000
         return info
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsReply:

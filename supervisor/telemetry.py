@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import os
@@ -870,6 +871,16 @@ class SupervisorTelemetry:
                 self._fire("latency_p99", agent, release, f"p99 {p99 * 1000:.0f} ms over the last {len(window)} "
                            f"requests (threshold {rules.p99 * 1000:.0f} ms over {rules.window:g} s)")
 
+    def recent_p99(self, agent: str, seconds: float) -> float | None:
+        """p99 duration (s) of the agent's requests that ended in the last ``seconds`` (None: none did).
+
+        Read from the alert window, so it looks back at most ``alerts.window``.
+        """
+        since = time.monotonic() - seconds
+        durations = sorted(d for _, _, d in itertools.takewhile(lambda e: e[0] >= since,
+                                                                reversed(self._window.get(agent, ()))))
+        return durations[min(len(durations) - 1, int(len(durations) * 0.99))] if durations else None
+
     def limit_breach(self, agent: str, release: str, reason: str) -> None:
         rules = self.config.alerts
         if rules.limit_breaches is None:
@@ -967,6 +978,12 @@ def record_reply(agent: str, version: str, release: str, error_code: str, second
     tel = _ACTIVE[0]
     if tel is not None and agent:
         tel.request_done(agent, not error_code, seconds, release)
+
+
+def recent_p99(agent: str, seconds: float = 10.0) -> float | None:
+    """p99 request duration (s) of ``agent`` over the last ``seconds`` (``nfctl top``)."""
+    tel = _ACTIVE[0]
+    return tel.recent_p99(agent, seconds) if tel is not None else None
 
 
 def record_execution(agent: str, version: str, duration_ms: float) -> None:

@@ -193,7 +193,8 @@ def test_follows_the_supervisor_workers(tmp_path: Path) -> None:
             top = subprocess.run([str(BIN / "nfctl"), "--socket", str(stack.socket), "--ebpf", daemon.url, "top",
                                   "--count", "1", "--interval", "0.5"], capture_output=True, text=True, timeout=30)
             assert top.returncode == 0, top.stderr
-            assert re.search(r"^sysload +1 ", top.stdout, re.MULTILINE), top.stdout
+            # agent, workers, req/s, then the p99 of the requests of the last 10 s (there were some).
+            assert re.search(r"^sysload +1 +[\d.-]+ +\d+\.\d ", top.stdout, re.MULTILINE), top.stdout
 
             stack.stop_supervisor()
             daemon.wait(lambda s: not s["supervisor"]["connected"] and s["watched_cgroups"] == 0)

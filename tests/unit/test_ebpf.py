@@ -135,7 +135,7 @@ def test_status_lines() -> None:
 
 
 def test_top_rows() -> None:
-    rows = top.top_rows({"calc": {"workers": 2, "requests_per_s": 12.5}},
+    rows = top.top_rows({"calc": {"workers": 2, "requests_per_s": 12.5, "p99_ms": 3.21}},
                         {"agents": {"calc": {"cpu_percent": 3.0, "rss_bytes": 2 * 2**20, "syscalls_per_s": 900.0,
                                              "connect_p99_ms": 0.5, "connects_total": 3}}})
-    assert rows == [["calc", "2", "12.5", "-", "3.0", "2.0", "900", "0.50", "3"]]
+    assert rows == [["calc", "2", "12.5", "3.2", "3.0", "2.0", "900", "0.50", "3"]]

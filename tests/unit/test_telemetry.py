@@ -179,6 +179,19 @@ def test_alert_rules_fire_once_per_window(tmp_path: Path) -> None:
     assert "2 workers stopped by a resource limit" in alerts.sent[-1]["reason"]
 
 
+def test_recent_p99_looks_back_only_as_far_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tel = telemetry.SupervisorTelemetry(telemetry.TelemetryConfig(), tmp_path, None)
+    clock = [1000.0]
+    monkeypatch.setattr(telemetry.time, "monotonic", lambda: clock[0])
+    assert tel.recent_p99("calc", 10) is None
+    tel.request_done("calc", True, 5.0, "r1")  # 20 s ago: outside the last 10 s
+    clock[0] += 20
+    for ms in range(1, 51):  # 1..50 ms: the p99 of 50 is the slowest (index 49)
+        tel.request_done("calc", True, ms / 1000, "r1")
+    assert tel.recent_p99("calc", 10) == 0.050 and tel.recent_p99("calc", 30) == 5.0
+    assert tel.recent_p99("echo", 10) is None
+
+
 # -- metrics and the dashboard -------------------------------------------------------------------
 def _exported_names() -> set[str]:
     """Every sample name the supervisor's and gateway's instruments produce, each recorded once."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from neuroflow.v1 import common_pb2 as neuroflow_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dneuroflow/v1/supervisor.proto\x12\x0cneuroflow.v1\x1a\x19neuroflow/v1/common.proto\"\xe4\x01\n\nInvokeCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\x0c\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\x12\x38\n\x08metadata\x18\x07 \x03(\x0b\x32&.neuroflow.v1.InvokeCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x0bInvokeReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.neuroflow.v1.Usage\x12\"\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x13.neuroflow.v1.Error\x12\x11\n\tworker_id\x18\x08 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x01\x12\x0f\n\x07release\x18\n \x01(\t\"\x13\n\x11ListAgentsRequest\"b\n\x06Limits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x04\x12\x0b\n\x03\x63pu\x18\x02 \x01(\x01\x12\x0c\n\x04pids\x18\x03 \x01(\r\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\r\"\xbd\x02\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x10\n\x08\x65xamples\x18\x05 \x03(\t\x12\x0f\n\x07release\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x0c\n\x04\x62usy\x18\n \x01(\r\x12\x0e\n\x06queued\x18\x0b \x01(\r\x12$\n\x06limits\x18\x0c \x01(\x0b\x32\x14.neuroflow.v1.Limits\x12\x10\n\x08requests\x18\r \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x0e \x01(\x04\x12\x10\n\x08restarts\x18\x0f \x01(\x04\x12\x0f\n\x07seccomp\x18\x10 \x01(\t\x12\x0e\n\x06\x65vents\x18\x11 \x01(\x04\":\n\x0fListAgentsReply\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.neuroflow.v1.AgentInfo\"\x0f\n\rStatusRequest\"R\n\x0c\x43groupStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontrollers\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04root\x18\x04 \x01(\t\"\xc9\x01\n\x0bStatusReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12*\n\x06\x63group\x18\x04 \x01(\x0b\x32\x1a.neuroflow.v1.CgroupStatus\x12\'\n\x06\x61gents\x18\x05 \x03(\x0b\x32\x17.neuroflow.v1.AgentInfo\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x11\n\tstate_dir\x18\x08 \x01(\t\",\n\rDeployRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"1\n\x0fRollbackRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\"N\n\x0b\x44\x65ployReply\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"$\n\x13ListReleasesRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"Q\n\x0bReleaseInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x02 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x08\x12\x0f\n\x07standby\x18\x04 \x01(\x08\"@\n\x11ListReleasesReply\x12+\n\x08releases\x18\x01 \x03(\x0b\x32\x19.neuroflow.v1.ReleaseInfo\".\n\x0eHistoryRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"^\n\x0cHistoryEntry\x12\x0f\n\x07ts_unix\x18\x01 \x01(\x01\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x0cHistoryReply\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.neuroflow.v1.HistoryEntry\"=\n\rEventsRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\x8c\x01\n\x05\x45vent\x12\x0f\n\x07ts_unix\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x15\n\x13WatchWorkersRequest\"\x7f\n\x0bWorkerEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x11\n\tcgroup_id\x18\x07 \x01(\x04\x32\xd3\x05\n\nSupervisor\x12=\n\x06Invoke\x12\x18.neuroflow.v1.InvokeCall\x1a\x19.neuroflow.v1.InvokeReply\x12G\n\x0cInvokeStream\x12\x18.neuroflow.v1.InvokeCall\x1a\x19.neuroflow.v1.InvokeReply(\x01\x30\x01\x12L\n\nListAgents\x12\x1f.neuroflow.v1.ListAgentsRequest\x1a\x1d.neuroflow.v1.ListAgentsReply\x12@\n\x06Status\x12\x1b.neuroflow.v1.StatusRequest\x1a\x19.neuroflow.v1.StatusReply\x12@\n\x06\x44\x65ploy\x12\x1b.neuroflow.v1.DeployRequest\x1a\x19.neuroflow.v1.DeployReply\x12\x44\n\x08Rollback\x12\x1d.neuroflow.v1.RollbackRequest\x1a\x19.neuroflow.v1.DeployReply\x12R\n\x0cListReleases\x12!.neuroflow.v1.ListReleasesRequest\x1a\x1f.neuroflow.v1.ListReleasesReply\x12\x43\n\x07History\x12\x1c.neuroflow.v1.HistoryRequest\x1a\x1a.neuroflow.v1.HistoryReply\x12<\n\x06\x45vents\x12\x1b.neuroflow.v1.EventsRequest\x1a\x13.neuroflow.v1.Event0\x01\x12N\n\x0cWatchWorkers\x12!.neuroflow.v1.WatchWorkersRequest\x1a\x19.neuroflow.v1.WorkerEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dneuroflow/v1/supervisor.proto\x12\x0cneuroflow.v1\x1a\x19neuroflow/v1/common.proto\"\xe4\x01\n\nInvokeCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\x0c\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\x12\x38\n\x08metadata\x18\x07 \x03(\x0b\x32&.neuroflow.v1.InvokeCall.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x0bInvokeReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.neuroflow.v1.Usage\x12\"\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x13.neuroflow.v1.Error\x12\x11\n\tworker_id\x18\x08 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x01\x12\x0f\n\x07release\x18\n \x01(\t\"\x13\n\x11ListAgentsRequest\"b\n\x06Limits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x04\x12\x0b\n\x03\x63pu\x18\x02 \x01(\x01\x12\x0c\n\x04pids\x18\x03 \x01(\r\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\r\"\xcd\x02\n\tAgentInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x10\n\x08\x65xamples\x18\x05 \x03(\t\x12\x0f\n\x07release\x18\x06 \x01(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x0c\n\x04\x62usy\x18\n \x01(\r\x12\x0e\n\x06queued\x18\x0b \x01(\r\x12$\n\x06limits\x18\x0c \x01(\x0b\x32\x14.neuroflow.v1.Limits\x12\x10\n\x08requests\x18\r \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x0e \x01(\x04\x12\x10\n\x08restarts\x18\x0f \x01(\x04\x12\x0f\n\x07seccomp\x18\x10 \x01(\t\x12\x0e\n\x06\x65vents\x18\x11 \x01(\x04\x12\x0e\n\x06p99_ms\x18\x12 \x01(\x01\":\n\x0fListAgentsReply\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.neuroflow.v1.AgentInfo\"\x0f\n\rStatusRequest\"R\n\x0c\x43groupStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontrollers\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04root\x18\x04 \x01(\t\"\xc9\x01\n\x0bStatusReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12*\n\x06\x63group\x18\x04 \x01(\x0b\x32\x1a.neuroflow.v1.CgroupStatus\x12\'\n\x06\x61gents\x18\x05 \x03(\x0b\x32\x17.neuroflow.v1.AgentInfo\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x11\n\tstate_dir\x18\x08 \x01(\t\",\n\rDeployRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"1\n\x0fRollbackRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\"N\n\x0b\x44\x65ployReply\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"$\n\x13ListReleasesRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\"Q\n\x0bReleaseInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x02 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x08\x12\x0f\n\x07standby\x18\x04 \x01(\x08\"@\n\x11ListReleasesReply\x12+\n\x08releases\x18\x01 \x03(\x0b\x32\x19.neuroflow.v1.ReleaseInfo\".\n\x0eHistoryRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"^\n\x0cHistoryEntry\x12\x0f\n\x07ts_unix\x18\x01 \x01(\x01\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x0cHistoryReply\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.neuroflow.v1.HistoryEntry\"=\n\rEventsRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\x8c\x01\n\x05\x45vent\x12\x0f\n\x07ts_unix\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x15\n\x13WatchWorkersRequest\"\x7f\n\x0bWorkerEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07release\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x11\n\tcgroup_id\x18\x07 \x01(\x04\x32\xd3\x05\n\nSupervisor\x12=\n\x06Invoke\x12\x18.neuroflow.v1.InvokeCall\x1a\x19.neuroflow.v1.InvokeReply\x12G\n\x0cInvokeStream\x12\x18.neuroflow.v1.InvokeCall\x1a\x19.neuroflow.v1.InvokeReply(\x01\x30\x01\x12L\n\nListAgents\x12\x1f.neuroflow.v1.ListAgentsRequest\x1a\x1d.neuroflow.v1.ListAgentsReply\x12@\n\x06Status\x12\x1b.neuroflow.v1.StatusRequest\x1a\x19.neuroflow.v1.StatusReply\x12@\n\x06\x44\x65ploy\x12\x1b.neuroflow.v1.DeployRequest\x1a\x19.neuroflow.v1.DeployReply\x12\x44\n\x08Rollback\x12\x1d.neuroflow.v1.RollbackRequest\x1a\x19.neuroflow.v1.DeployReply\x12R\n\x0cListReleases\x12!.neuroflow.v1.ListReleasesRequest\x1a\x1f.neuroflow.v1.ListReleasesReply\x12\x43\n\x07History\x12\x1c.neuroflow.v1.HistoryRequest\x1a\x1a.neuroflow.v1.HistoryReply\x12<\n\x06\x45vents\x12\x1b.neuroflow.v1.EventsRequest\x1a\x13.neuroflow.v1.Event0\x01\x12N\n\x0cWatchWorkers\x12!.neuroflow.v1.WatchWorkersRequest\x1a\x19.neuroflow.v1.WorkerEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,41 +45,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMITS']._serialized_start=561
   _globals['_LIMITS']._serialized_end=659
   _globals['_AGENTINFO']._serialized_start=662
-  _globals['_AGENTINFO']._serialized_end=979
-  _globals['_LISTAGENTSREPLY']._serialized_start=981
-  _globals['_LISTAGENTSREPLY']._serialized_end=1039
-  _globals['_STATUSREQUEST']._serialized_start=1041
-  _globals['_STATUSREQUEST']._serialized_end=1056
-  _globals['_CGROUPSTATUS']._serialized_start=1058
-  _globals['_CGROUPSTATUS']._serialized_end=1140
-  _globals['_STATUSREPLY']._serialized_start=1143
-  _globals['_STATUSREPLY']._serialized_end=1344
-  _globals['_DEPLOYREQUEST']._serialized_start=1346
-  _globals['_DEPLOYREQUEST']._serialized_end=1390
-  _globals['_ROLLBACKREQUEST']._serialized_start=1392
-  _globals['_ROLLBACKREQUEST']._serialized_end=1441
-  _globals['_DEPLOYREPLY']._serialized_start=1443
-  _globals['_DEPLOYREPLY']._serialized_end=1521
-  _globals['_LISTRELEASESREQUEST']._serialized_start=1523
-  _globals['_LISTRELEASESREQUEST']._serialized_end=1559
-  _globals['_RELEASEINFO']._serialized_start=1561
-  _globals['_RELEASEINFO']._serialized_end=1642
-  _globals['_LISTRELEASESREPLY']._serialized_start=1644
-  _globals['_LISTRELEASESREPLY']._serialized_end=1708
-  _globals['_HISTORYREQUEST']._serialized_start=1710
-  _globals['_HISTORYREQUEST']._serialized_end=1756
-  _globals['_HISTORYENTRY']._serialized_start=1758
-  _globals['_HISTORYENTRY']._serialized_end=1852
-  _globals['_HISTORYREPLY']._serialized_start=1854
-  _globals['_HISTORYREPLY']._serialized_end=1913
-  _globals['_EVENTSREQUEST']._serialized_start=1915
-  _globals['_EVENTSREQUEST']._serialized_end=1976
-  _globals['_EVENT']._serialized_start=1979
-  _globals['_EVENT']._serialized_end=2119
-  _globals['_WATCHWORKERSREQUEST']._serialized_start=2121
-  _globals['_WATCHWORKERSREQUEST']._serialized_end=2142
-  _globals['_WORKEREVENT']._serialized_start=2144
-  _globals['_WORKEREVENT']._serialized_end=2271
-  _globals['_SUPERVISOR']._serialized_start=2274
-  _globals['_SUPERVISOR']._serialized_end=2997
+  _globals['_AGENTINFO']._serialized_end=995
+  _globals['_LISTAGENTSREPLY']._serialized_start=997
+  _globals['_LISTAGENTSREPLY']._serialized_end=1055
+  _globals['_STATUSREQUEST']._serialized_start=1057
+  _globals['_STATUSREQUEST']._serialized_end=1072
+  _globals['_CGROUPSTATUS']._serialized_start=1074
+  _globals['_CGROUPSTATUS']._serialized_end=1156
+  _globals['_STATUSREPLY']._serialized_start=1159
+  _globals['_STATUSREPLY']._serialized_end=1360
+  _globals['_DEPLOYREQUEST']._serialized_start=1362
+  _globals['_DEPLOYREQUEST']._serialized_end=1406
+  _globals['_ROLLBACKREQUEST']._serialized_start=1408
+  _globals['_ROLLBACKREQUEST']._serialized_end=1457
+  _globals['_DEPLOYREPLY']._serialized_start=1459
+  _globals['_DEPLOYREPLY']._serialized_end=1537
+  _globals['_LISTRELEASESREQUEST']._serialized_start=1539
+  _globals['_LISTRELEASESREQUEST']._serialized_end=1575
+  _globals['_RELEASEINFO']._serialized_start=1577
+  _globals['_RELEASEINFO']._serialized_end=1658
+  _globals['_LISTRELEASESREPLY']._serialized_start=1660
+  _globals['_LISTRELEASESREPLY']._serialized_end=1724
+  _globals['_HISTORYREQUEST']._serialized_start=1726
+  _globals['_HISTORYREQUEST']._serialized_end=1772
+  _globals['_HISTORYENTRY']._serialized_start=1774
+  _globals['_HISTORYENTRY']._serialized_end=1868
+  _globals['_HISTORYREPLY']._serialized_start=1870
+  _globals['_HISTORYREPLY']._serialized_end=1929
+  _globals['_EVENTSREQUEST']._serialized_start=1931
+  _globals['_EVENTSREQUEST']._serialized_end=1992
+  _globals['_EVENT']._serialized_start=1995
+  _globals['_EVENT']._serialized_end=2135
+  _globals['_WATCHWORKERSREQUEST']._serialized_start=2137
+  _globals['_WATCHWORKERSREQUEST']._serialized_end=2158
+  _globals['_WORKEREVENT']._serialized_start=2160
+  _globals['_WORKEREVENT']._serialized_end=2287
+  _globals['_SUPERVISOR']._serialized_start=2290
+  _globals['_SUPERVISOR']._serialized_end=3013
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,7 @@ class Limits(_message.Message):
     def __init__(self, memory_bytes: _Optional[int] = ..., cpu: _Optional[float] = ..., pids: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., cpu_seconds: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("name", "version", "description", "skills", "examples", "release", "state", "detail", "workers", "busy", "queued", "limits", "requests", "failures", "restarts", "seccomp", "events")
+    __slots__ = ("name", "version", "description", "skills", "examples", "release", "state", "detail", "workers", "busy", "queued", "limits", "requests", "failures", "restarts", "seccomp", "events", "p99_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class AgentInfo(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     SECCOMP_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     description: str
@@ -110,7 +111,8 @@ class AgentInfo(_message.Message):
     restarts: int
     seccomp: str
     events: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., skills: _Optional[_Iterable[str]] = ..., examples: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., workers: _Optional[int] = ..., busy: _Optional[int] = ..., queued: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., restarts: _Optional[int] = ..., seccomp: _Optional[str] = ..., events: _Optional[int] = ...) -> None: ...
+    p99_ms: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., skills: _Optional[_Iterable[str]] = ..., examples: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., workers: _Optional[int] = ..., busy: _Optional[int] = ..., queued: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., restarts: _Optional[int] = ..., seccomp: _Optional[str] = ..., events: _Optional[int] = ..., p99_ms: _Optional[float] = ...) -> None: ...
 
 class ListAgentsReply(_message.Message):
     __slots__ = ("agents",)
