@@ -138,6 +138,7 @@ class EgressProxy:
     def __init__(self, agent: str, allow: Iterable[str], socket_path: Path, *, uid: int, gid: int,
                  connect_timeout: float = 10.0, idle_timeout: float = 60.0, max_connections: int = 64,
                  peer_name: Callable[[int], str | None] = lambda pid: None,
+                 on_connect: Callable[[_Connection, int, str], None] = lambda conn, started_ns, code: None,
                  resolver: Resolver = system_resolver) -> None:
         self.agent = agent
         self.allowlist = Allowlist(allow)
@@ -148,6 +149,9 @@ class EgressProxy:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.peer_name = peer_name
+        #: Called after each connection attempt upstream (DNS and connect) with the
+        #: connection, when the attempt started (time.time_ns) and "" or the error code.
+        self.on_connect = on_connect
         self.resolver = resolver
         self.counters: collections.Counter[str] = collections.Counter(
             {"connections": 0, "allowed": 0, "bytes_up": 0, "bytes_down": 0})
@@ -280,9 +284,14 @@ class EgressProxy:
         if not self.allowlist.allows(host, port):
             raise EgressError(403, "egress_denied",
                               f"{conn.dest} is not in agent {self.agent}'s network allowlist")
-        started = time.perf_counter()  # uvloop's loop.time() has only ms resolution
-        up_reader, upstream = await self._connect(conn, host, port)
+        started, started_ns = time.perf_counter(), time.time_ns()  # uvloop's loop.time() has only ms resolution
+        try:
+            up_reader, upstream = await self._connect(conn, host, port)
+        except EgressError as exc:
+            self._connected(conn, started_ns, exc.code)
+            raise
         conn.connect_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._connected(conn, started_ns, "")
         conn.allowed = True
         self.counters["allowed"] += 1
         try:
@@ -295,6 +304,12 @@ class EgressProxy:
             upstream.close()
             raise
         return upstream
+
+    def _connected(self, conn: _Connection, started_ns: int, code: str) -> None:
+        try:
+            self.on_connect(conn, started_ns, code)
+        except Exception:  # telemetry must not cost the agent its connection
+            log.exception("egress on_connect hook failed", extra={"agent": self.agent})
 
     async def _connect(self, conn: _Connection, host: str,
                        port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from neuroflow.sdk.manifest import Limits, Manifest
 from neuroflow.v1 import worker_pb2 as wpb
@@ -129,6 +130,7 @@ class AgentPool:
             connect_timeout=self.config.egress_connect_timeout, idle_timeout=self.config.egress_idle_timeout,
             max_connections=self.config.egress_max_connections,
             peer_name=lambda pid: next((w.id for w in self.workers if w.host_pid == pid), None),
+            on_connect=self._egress_connected,
         )
         try:
             await proxy.start()
@@ -383,6 +385,7 @@ class AgentPool:
                 worker = await self._acquire(deadline, timeout)
         span = telemetry.start_dispatch(self.name, worker.id, request)
         fut = worker.submit(request)
+        worker.spans[request.id] = span
         self._keep_spare()
         # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
         timer = loop.call_at(deadline, self._expire, fut, worker, request.id, timeout)
@@ -393,7 +396,20 @@ class AgentPool:
             raise
         finally:
             timer.cancel()
+            worker.spans.pop(request.id, None)
             span.end()
+
+    def _egress_connected(self, conn: Any, started_ns: int, code: str) -> None:
+        """An upstream connection attempt of the egress proxy: a metric, and a span in the request's trace.
+
+        The request is the one in flight on the worker that connected (``SO_PEERCRED``);
+        with several in flight at once on that worker, which one asked is unknown and
+        no span is recorded.
+        """
+        worker = next((w for w in self.workers if w.host_pid == conn.pid), None) if conn.pid else None
+        spans = list(worker.spans.values()) if worker is not None else []
+        telemetry.egress_connected(self.name, spans[0] if len(spans) == 1 else None, conn.method, conn.dest,
+                                   conn.address, started_ns, code)
 
     def _expire(self, fut: asyncio.Future[wpb.InvokeResult], worker: Worker, frame_id: int,
                 timeout: float) -> None:

@@ -511,6 +511,10 @@ class Instruments:
         self.kills = meter.create_counter("neuroflow.worker.kills", "{worker}", "Workers that died, by reason")
         self.agent_metric = meter.create_counter("neuroflow.agent.metric", "1",
                                                  "Values agents emitted with context.emit_metric, summed")
+        self.egress_connect = meter.create_histogram(
+            "neuroflow.agent.egress.connect.duration", "s",
+            "DNS and connect time of the egress proxy's upstream connections, by agent, destination and outcome",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
 
 
 INSTRUMENTS = Instruments(metrics.get_meter("neuroflow.supervisor"))
@@ -643,6 +647,7 @@ class _NoSpan:
         pass
 
 
+NoSpan = _NoSpan
 NO_SPAN = _NoSpan()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("neuroflow")
@@ -1008,6 +1013,26 @@ def worker_spans(worker: Worker, spans: Sequence[wpb.Span], trace_id: str) -> No
     tel = _ACTIVE[0]
     if tel is not None:
         tel.spans(worker, spans, trace_id)
+
+
+def egress_connected(agent: str, parent: Span | _NoSpan | None, method: str, dest: str, address: str,
+                     started_ns: int, code: str) -> None:
+    """One upstream connection attempt of an agent's egress proxy (DNS + connect), ending now."""
+    ended_ns = time.time_ns()
+    INSTRUMENTS.egress_connect.record((ended_ns - started_ns) / 1e9,
+                                      {"agent": agent, "destination": dest, "outcome": code or "ok"})
+    if not isinstance(parent, Span):
+        return
+    host, _, port = dest.rpartition(":")
+    attributes: dict[str, Any] = {"server.address": host.strip("[]"), "server.port": int(port),
+                                  "neuroflow.agent": agent, "neuroflow.egress.method": method}
+    if address:
+        attributes["network.peer.address"] = address
+    span = parent.child(f"egress {method} {dest}", SpanKind.CLIENT, attributes)
+    span.start_time = started_ns
+    if code:
+        span.set_status(StatusCode.ERROR, code)
+    span.end()
 
 
 def agent_metric(agent: str, metric: wpb.Metric) -> None:

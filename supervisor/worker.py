@@ -108,6 +108,9 @@ class Worker:
         self.request_ids: dict[int, str] = {}
         #: Trace id (hex) of each request in flight, for its logs and spans.
         self.trace_ids: dict[int, str] = {}
+        #: The supervisor's dispatch span of each request in flight (set by the pool):
+        #: the parent of what the supervisor does for it meanwhile (egress connects).
+        self.spans: dict[int, telemetry.Span | telemetry.NoSpan] = {}
         self.place_ms = 0.0
         self.kill_reason: str | None = None
         #: Set when it died: the limit it hit, as (kind, limit, sentence), or None.

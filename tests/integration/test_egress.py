@@ -10,8 +10,12 @@ from __future__ import annotations
 import errno
 import http.server
 import json
+import secrets
 import shutil
+import socket
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.httpc import invoke
+from neuroflow.supervisor.telemetry import read_spans
+from tests.httpc import invoke, request
 from tests.stack import Stack, cgroup_dirs
 
 pytestmark = pytest.mark.root
@@ -68,8 +73,13 @@ def net_stack(tmp_path_factory: pytest.TempPathFactory, servers: tuple[int, int]
     del manifest["network"]
     (nonet / "agent.yaml").write_text(yaml.safe_dump(manifest))
     workdir = tmp_path_factory.mktemp("egress-stack")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        metrics_port = free.getsockname()[1]
     with Stack(agents=[netuser, nonet], workdir=workdir,
-               config={"egress_connect_timeout": "5s", "egress_idle_timeout": "30s"}) as s:
+               config={"egress_connect_timeout": "5s", "egress_idle_timeout": "30s",
+                       "telemetry": {"metrics_listen": f"127.0.0.1:{metrics_port}"}}) as s:
+        s.metrics_port = metrics_port  # type: ignore[attr-defined]
         yield s
     assert cgroup_dirs(s.instance) == [], "the supervisor left cgroups behind"
     assert not list((workdir / "state" / "run" / "egress").glob("*")), "an egress socket folder was left behind"
@@ -94,6 +104,36 @@ def test_fetch_allowed_and_logged(net_stack: Stack, servers: tuple[int, int]) ->
     assert line["worker"] and line["worker"].startswith("w"), line  # mapped from SO_PEERCRED
     assert isinstance(line["connect_ms"], float) and line["connect_ms"] >= 0
     assert line["bytes_up"] > 0 and line["bytes_down"] > 0
+
+
+def test_upstream_connect_is_a_span_of_the_request_and_a_metric(net_stack: Stack, servers: tuple[int, int]) -> None:
+    allowed, _ = servers
+    dest = f"127.0.0.1:{allowed}"
+    trace_id = secrets.token_hex(16)
+    status, body, _ = request(f"{net_stack.url}/v1/agents/netuser/invoke", "POST",
+                              {"input": {"op": "fetch", "url": f"http://{dest}/traced"}},
+                              headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    assert status == 200 and body["output"]["status"] == 200, body
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        spans = {s["name"]: s for s in read_spans([net_stack.state_dir / "traces"]) if s["trace_id"] == trace_id}
+        if {"supervisor dispatch", f"egress CONNECT {dest}"} <= set(spans):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no egress span in the request's trace: {sorted(spans)}")
+    egress, dispatch = spans[f"egress CONNECT {dest}"], spans["supervisor dispatch"]
+    assert egress["parent_span_id"] == dispatch["span_id"] and egress["kind"] == "CLIENT", egress
+    assert egress["status"] == "UNSET" and egress["service"] == "neuroflow-supervisor"
+    assert egress["attributes"] == {"server.address": "127.0.0.1", "server.port": allowed,
+                                    "network.peer.address": "127.0.0.1", "neuroflow.agent": "netuser",
+                                    "neuroflow.egress.method": "CONNECT"}
+    assert (dispatch["start_unix_nano"] <= egress["start_unix_nano"] < egress["end_unix_nano"]
+            <= dispatch["end_unix_nano"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{net_stack.metrics_port}/metrics", timeout=10) as resp:  # type: ignore[attr-defined]
+        text = resp.read().decode()
+    assert (f'neuroflow_agent_egress_connect_duration_seconds_count{{agent="netuser",destination="{dest}",'
+            'outcome="ok"}') in text, text
 
 
 def test_not_allowlisted_is_refused(net_stack: Stack, servers: tuple[int, int]) -> None:

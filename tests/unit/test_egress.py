@@ -14,6 +14,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,31 @@ def test_dns_and_connect_failures(tmp_path: Path) -> None:
                     await client.get("https://slow.test/")
 
     asyncio.run(main())
+
+
+def test_every_upstream_attempt_is_reported_with_its_outcome(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, int, str]] = []
+
+    def on_connect(conn: Any, started_ns: int, code: str) -> None:
+        seen.append((conn.method, conn.dest, conn.pid, code))
+        assert 0 < started_ns <= time.time_ns()
+        if conn.dest.endswith(":1"):
+            raise RuntimeError("a broken hook costs nothing but a log line")
+
+    async def main() -> None:
+        closed = free_port()
+        async with serve() as port, proxy(tmp_path, [f"127.0.0.1:{port}", f"127.0.0.1:{closed}", "127.0.0.1:1"],
+                                          on_connect=on_connect) as p:
+            assert (await raw(p, f"CONNECT 127.0.0.1:{closed} HTTP/1.1\r\n\r\n".encode())).startswith(b"HTTP/1.1 502")
+            assert (await raw(p, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 502")
+            assert (await raw(p, b"CONNECT 10.0.0.1:80 HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 403")  # no attempt
+            async with make_client(str(p.socket_path)) as client:
+                assert (await client.get(f"http://127.0.0.1:{port}/x")).status_code == 200
+
+    asyncio.run(main())
+    assert [(m, d.rsplit(":", 1)[1] == "1", pid, code) for m, d, pid, code in seen] == [
+        ("CONNECT", False, os.getpid(), "egress_failed"), ("CONNECT", True, os.getpid(), "egress_failed"),
+        ("CONNECT", False, os.getpid(), "")]
 
 
 def test_connection_cap_and_idle_timeout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -205,7 +205,7 @@ def _exported_names() -> set[str]:
     for counter in (sup.requests, sup.errors, sup.tokens, sup.spawns, sup.kills, sup.agent_metric,
                     gw.guard_blocks, gw.route_fallbacks):
         counter.add(1, attrs)
-    for hist in (sup.duration, sup.execution, gw.duration):
+    for hist in (sup.duration, sup.execution, sup.egress_connect, gw.duration):
         hist.record(0.01, attrs)
     leaf = SimpleNamespace(usage=lambda: Usage(memory_bytes=1, cpu_usec=1, pids=1))
     pool = SimpleNamespace(name="a", workers=[SimpleNamespace(state="ready", leaf=leaf)])
