@@ -24,19 +24,18 @@ from opentelemetry import metrics
 from opentelemetry.trace import SpanKind, StatusCode
 
 from neuroflow.supervisor.logs import UNSAMPLED_TRACE
-from neuroflow.supervisor.telemetry import (
+from neuroflow.supervisor.otel import (
     DURATION_BUCKETS,
     Batched,
-    Export,
     Sampling,
     Span,
     TelemetryConfig,
     current_span,
     metrics_handler,
-    setup_export,
     start_span,
     unsampled_traceparent,
 )
+from neuroflow.supervisor.otel_export import Export, setup_export
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

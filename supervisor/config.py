@@ -24,7 +24,7 @@ from neuroflow.sdk.manifest import (
     positive_int,
 )
 
-from .telemetry import TelemetryConfig, parse_telemetry
+from .otel import TelemetryConfig, parse_telemetry
 
 DEFAULT_CONFIG_FILE = Path("/etc/neuroflow/supervisor.yaml")
 

@@ -23,7 +23,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 def _current_trace_id() -> str:
-    from .telemetry import current_trace_id  # telemetry imports this module
+    from .otel import current_trace_id  # otel imports this module
 
     return current_trace_id()
 

@@ -230,7 +230,7 @@ def _trace_dirs(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> list[
 
 
 def cmd_trace(stub: pb_grpc.SupervisorStub, args: argparse.Namespace) -> int:
-    from .telemetry import last_trace_id, read_spans, render_trace, trace_tree
+    from .traces import last_trace_id, read_spans, render_trace, trace_tree
 
     dirs = _trace_dirs(stub, args)
     spans = read_spans(Path(d) for d in dirs)

@@ -29,6 +29,7 @@ from .events import BUS, WorkerRef
 from .sandbox.cgroups import Leaf
 
 if TYPE_CHECKING:
+    from .otel import NoSpan, Span
     from .pool import AgentPool
 
 log = logging.getLogger("neuroflow.worker")
@@ -110,7 +111,7 @@ class Worker:
         self.trace_ids: dict[int, str] = {}
         #: The supervisor's dispatch span of each request in flight (set by the pool):
         #: the parent of what the supervisor does for it meanwhile (egress connects).
-        self.spans: dict[int, telemetry.Span | telemetry.NoSpan] = {}
+        self.spans: dict[int, Span | NoSpan] = {}
         self.place_ms = 0.0
         self.kill_reason: str | None = None
         #: Set when it died: the limit it hit, as (kind, limit, sentence), or None.

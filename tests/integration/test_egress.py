@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from neuroflow.supervisor.telemetry import read_spans
+from neuroflow.supervisor.traces import read_spans
 from tests.httpc import invoke, request
 from tests.stack import Stack, cgroup_dirs
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from neuroflow.supervisor.telemetry import read_spans, trace_tree
+from neuroflow.supervisor.traces import read_spans, trace_tree
 from tests.httpc import request
 from tests.stack import BIN, Stack, cgroup_dirs
 

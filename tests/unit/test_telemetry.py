@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from neuroflow.gateway import telemetry as gateway_telemetry
 from neuroflow.sdk import tracing
 from neuroflow.sdk.manifest import ManifestError
-from neuroflow.supervisor import telemetry
+from neuroflow.supervisor import otel, otel_export, telemetry, traces
 from neuroflow.supervisor.alerts import Alerts
 from neuroflow.supervisor.sandbox.cgroup_common import Usage
 from neuroflow.v1 import worker_pb2 as wpb
@@ -92,7 +92,7 @@ def test_worker_spans_become_real_spans_and_foreign_ones_are_dropped() -> None:
     ]
     spans[0].attributes["neuroflow.agent"].string_value = "someone-else"
     worker = Resource.create({"service.name": "neuroflow-worker"})
-    (span,) = telemetry.worker_readable_spans(worker, spans, TRACE, "calc", "w1")
+    (span,) = otel_export.worker_readable_spans(worker, spans, TRACE, "calc", "w1")
     assert span.name == "worker handle"
     assert (span.context.trace_id, span.context.span_id, span.parent.span_id) == \
         (int(TRACE, 16), 0x1111111111111111, int(PARENT, 16))
@@ -103,7 +103,7 @@ def test_worker_spans_become_real_spans_and_foreign_ones_are_dropped() -> None:
 
 
 # -- trace files ---------------------------------------------------------------------------------
-def _spans_through(exporter: telemetry.JsonFileSpanExporter, count: int) -> None:
+def _spans_through(exporter: otel_export.JsonFileSpanExporter, count: int) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": "t"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("t")
@@ -114,17 +114,17 @@ def _spans_through(exporter: telemetry.JsonFileSpanExporter, count: int) -> None
 
 
 def test_trace_files_rotate_and_render(tmp_path: Path) -> None:
-    exporter = telemetry.JsonFileSpanExporter(tmp_path, "svc", max_bytes=2000, keep=2)
+    exporter = otel_export.JsonFileSpanExporter(tmp_path, "svc", max_bytes=2000, keep=2)
     _spans_through(exporter, 20)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["svc.jsonl", "svc.jsonl.1", "svc.jsonl.2"]
     assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
-    spans = telemetry.read_spans([tmp_path])
-    last = telemetry.last_trace_id(spans)
+    spans = traces.read_spans([tmp_path])
+    last = traces.last_trace_id(spans)
     assert last is not None
-    tree = telemetry.trace_tree(spans, last)
+    tree = traces.trace_tree(spans, last)
     assert [(d, s["name"]) for d, s in tree] == [(0, "outer"), (1, "inner")]
-    text = telemetry.render_trace(spans, last).splitlines()
+    text = traces.render_trace(spans, last).splitlines()
     assert text[0] == f"trace {last}" and "outer" in text[1] and "    inner" in text[2] and " ms " in text[2]
 
 
@@ -133,7 +133,7 @@ def test_orphan_spans_still_render(tmp_path: Path) -> None:
             "service": "x", "start_unix_nano": 1, "end_unix_nano": 2_000_001, "status": "ERROR",
             "status_message": "bad", "attributes": {}}
     (tmp_path / "x.jsonl").write_text(json.dumps(span) + "\nnot json\n")
-    out = telemetry.render_trace(telemetry.read_spans([tmp_path]), TRACE)
+    out = traces.render_trace(traces.read_spans([tmp_path]), TRACE)
     assert "lost  (x)  [error: bad]" in out and "2.000 ms" in out
 
 
@@ -150,21 +150,21 @@ def test_orphan_spans_still_render(tmp_path: Path) -> None:
 ])
 def test_bad_telemetry_config_names_the_key(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ManifestError, match=re.escape(f"f.yaml: {message}")):
-        telemetry.parse_telemetry(raw, "f.yaml: telemetry")
+        otel.parse_telemetry(raw, "f.yaml: telemetry")
 
 
 def test_telemetry_config_defaults_and_off() -> None:
-    assert telemetry.parse_telemetry({}, "x").metrics_listen == "127.0.0.1:9465"
-    cfg = telemetry.parse_telemetry({"metrics_listen": 0, "alerts": {"p99": "2s", "window": "30s"}}, "x")
+    assert otel.parse_telemetry({}, "x").metrics_listen == "127.0.0.1:9465"
+    cfg = otel.parse_telemetry({"metrics_listen": 0, "alerts": {"p99": "2s", "window": "30s"}}, "x")
     assert cfg.metrics_listen is None and cfg.alerts.p99 == 2.0 and cfg.alerts.window == 30.0
-    assert telemetry.parse_telemetry({}, "x").sample_ratio == 1.0
-    assert telemetry.parse_telemetry({"sample_ratio": 0.01}, "x").sample_ratio == 0.01
+    assert otel.parse_telemetry({}, "x").sample_ratio == 1.0
+    assert otel.parse_telemetry({"sample_ratio": 0.01}, "x").sample_ratio == 0.01
 
 
 def test_alert_rules_fire_once_per_window(tmp_path: Path) -> None:
-    rules = telemetry.AlertRules(window=60, error_rate=0.5, min_requests=4, p99=1.0, limit_breaches=2)
+    rules = otel.AlertRules(window=60, error_rate=0.5, min_requests=4, p99=1.0, limit_breaches=2)
     alerts = Alerts(None)
-    tel = telemetry.SupervisorTelemetry(telemetry.TelemetryConfig(alerts=rules), tmp_path, alerts)
+    tel = telemetry.SupervisorTelemetry(otel.TelemetryConfig(alerts=rules), tmp_path, alerts)
     for _ in range(3):
         tel.request_done("calc", False, 0.01, "r1")
     assert alerts.sent == []  # fewer than min_requests
@@ -180,7 +180,7 @@ def test_alert_rules_fire_once_per_window(tmp_path: Path) -> None:
 
 
 def test_recent_p99_looks_back_only_as_far_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tel = telemetry.SupervisorTelemetry(telemetry.TelemetryConfig(), tmp_path, None)
+    tel = telemetry.SupervisorTelemetry(otel.TelemetryConfig(), tmp_path, None)
     clock = [1000.0]
     monkeypatch.setattr(telemetry.time, "monotonic", lambda: clock[0])
     assert tel.recent_p99("calc", 10) is None
@@ -249,48 +249,48 @@ def test_dashboard_imports_and_uses_only_exported_metrics() -> None:
 
 # -- head sampling ---------------------------------------------------------------------------------
 def test_traceparent_parsing() -> None:
-    assert telemetry.parse_traceparent(f"00-{TRACE}-{PARENT}-01") == (TRACE, PARENT, True)
-    assert telemetry.parse_traceparent(f"00-{TRACE.upper()}-{PARENT}-00") == (TRACE, PARENT, False)
+    assert otel.parse_traceparent(f"00-{TRACE}-{PARENT}-01") == (TRACE, PARENT, True)
+    assert otel.parse_traceparent(f"00-{TRACE.upper()}-{PARENT}-00") == (TRACE, PARENT, False)
     for bad in ("", "00-xyz", f"ff-{TRACE}-{PARENT}-01", f"00-{'0' * 32}-{PARENT}-01", f"00-{TRACE}-{'0' * 16}-01",
                 f"00-{TRACE}-{PARENT}-01-extra", f"00-{TRACE[:-1]}g-{PARENT}-01"):
-        assert telemetry.parse_traceparent(bad) is None, bad
+        assert otel.parse_traceparent(bad) is None, bad
     # A later version may append fields.
-    assert telemetry.parse_traceparent(f"01-{TRACE}-{PARENT}-01-future") == (TRACE, PARENT, True)
+    assert otel.parse_traceparent(f"01-{TRACE}-{PARENT}-01-future") == (TRACE, PARENT, True)
 
 
 def test_sampling_follows_the_parent_and_the_ratio_at_the_root() -> None:
-    sampling = telemetry.Sampling(0.0)
+    sampling = otel.Sampling(0.0)
     assert sampling.decide(f"00-{TRACE}-{PARENT}-01") == (True, TRACE, PARENT)  # the parent decided
     assert sampling.decide(f"00-{TRACE}-{PARENT}-00") == (False, TRACE, PARENT)
     sampled, trace_id, parent = sampling.decide(None)
     assert not sampled and len(trace_id) == 32 and int(trace_id, 16) and parent == ""
-    assert telemetry.Sampling(1.0).decide(None) == (True, "", "")  # the root span makes its own trace id
-    half = telemetry.Sampling(0.5)
+    assert otel.Sampling(1.0).decide(None) == (True, "", "")  # the root span makes its own trace id
+    half = otel.Sampling(0.5)
     share = sum(half.decide("garbage")[0] for _ in range(4000)) / 4000
     assert 0.45 < share < 0.55
-    tp = telemetry.unsampled_traceparent(TRACE)
-    assert telemetry.parse_traceparent(tp)[:1] == (TRACE,) and tp.endswith("-00")
+    tp = otel.unsampled_traceparent(TRACE)
+    assert otel.parse_traceparent(tp)[:1] == (TRACE,) and tp.endswith("-00")
 
 
 # -- NeuroFlow's own spans and their recorder ------------------------------------------------------
 def test_spans_nest_follow_the_remote_parent_and_reach_the_exporter() -> None:
     exporter = InMemorySpanExporter()
-    recorder = telemetry.SpanRecorder(exporter, Resource.create({"service.name": "neuroflow-gateway"}),
+    recorder = otel_export.SpanRecorder(exporter, Resource.create({"service.name": "neuroflow-gateway"}),
                                       interval=3600)
-    telemetry.RECORDER[0] = recorder
+    otel.RECORDER[0] = recorder
     try:
-        with telemetry.start_span("root", kind=SpanKind.SERVER, traceparent=f"00-{TRACE}-{PARENT}-01",
-                                  sampling=telemetry.Sampling(0.0)) as root:
-            assert telemetry.current_span() is root and telemetry.current_trace_id() == TRACE
-            with pytest.raises(ValueError), telemetry.start_span("child", attributes={"n": 1}):
+        with otel.start_span("root", kind=SpanKind.SERVER, traceparent=f"00-{TRACE}-{PARENT}-01",
+                                  sampling=otel.Sampling(0.0)) as root:
+            assert otel.current_span() is root and otel.current_trace_id() == TRACE
+            with pytest.raises(ValueError), otel.start_span("child", attributes={"n": 1}):
                 raise ValueError("no")
-        assert telemetry.current_span() is None and telemetry.current_trace_id() == ""
-        with telemetry.start_span("outside any request") as nothing:
-            assert nothing is telemetry.NO_SPAN
+        assert otel.current_span() is None and otel.current_trace_id() == ""
+        with otel.start_span("outside any request") as nothing:
+            assert nothing is otel.NO_SPAN
         recorder.flush()
         child, parent = exporter.get_finished_spans()
     finally:
-        telemetry.RECORDER[0] = None
+        otel.RECORDER[0] = None
         recorder.shutdown()
     assert (parent.context.trace_id, parent.parent.span_id, parent.parent.is_remote) == \
         (int(TRACE, 16), int(PARENT, 16), True)
@@ -301,19 +301,19 @@ def test_spans_nest_follow_the_remote_parent_and_reach_the_exporter() -> None:
 
 
 def test_unsampled_request_has_a_trace_id_but_no_span() -> None:
-    with telemetry.start_span("root", traceparent=f"00-{TRACE}-{PARENT}-00", sampling=telemetry.Sampling()) as root:
-        assert root is telemetry.NO_SPAN and telemetry.current_trace_id() == TRACE
+    with otel.start_span("root", traceparent=f"00-{TRACE}-{PARENT}-00", sampling=otel.Sampling()) as root:
+        assert root is otel.NO_SPAN and otel.current_trace_id() == TRACE
         request = wpb.InvokeRequest()
-        assert telemetry.start_dispatch("a", "w1", request) is telemetry.NO_SPAN
+        assert telemetry.start_dispatch("a", "w1", request) is otel.NO_SPAN
         assert (request.trace_id, request.sampled, request.parent_span_id) == (TRACE, False, "")
-    assert telemetry.current_trace_id() == ""
+    assert otel.current_trace_id() == ""
 
 
 def test_batched_metrics_wait_then_go_a_few_per_loop_turn_and_all_on_flush() -> None:
     import asyncio
 
     seen: list[int] = []
-    batched = telemetry.Batched(seen.append, delay=0.01, chunk=2)
+    batched = otel.Batched(seen.append, delay=0.01, chunk=2)
     batched.add(0)  # no event loop: recorded at once
     assert seen == [0]
 
