@@ -41,6 +41,9 @@ class ProbeSet:
         self.states: dict[str, ProbeState] = {name: ProbeState(name) for name in PROBES}
         self.extras: dict[str, ProbeState] = {}
         self.run_stats = RunStats()
+        #: The probes' estimated kernel run time and runs since start (see :meth:`add_cost`).
+        self.cost_ns: dict[str, float] = {}
+        self.cost_runs: dict[str, float] = {}
         self.watched: dict[int, int] = {}  # cgroup id -> agent index
 
     # -- loading -------------------------------------------------------------
@@ -75,13 +78,16 @@ class ProbeSet:
             log.info("probe %s on (compiled and attached in %.2f s)", name, state.compile_s)
         self.extras["probe_cost"] = ProbeState("probe_cost")
         if not self.probe_cost:
-            self._extra_off("probe_cost", "disabled", "--no-probe-cost")
-        elif self.loaded and self.run_stats.enable():
+            self.extra_off("probe_cost", "disabled", "--no-probe-cost")
+        elif self.loaded and self.run_stats.enable():  # the daemon's cost_sampler takes it from here
+            self.run_stats.close()
             self.extras["probe_cost"].on = True
+            self.cost_ns = dict.fromkeys(self.loaded, 0.0)
+            self.cost_runs = dict.fromkeys(self.loaded, 0.0)
         elif self.loaded:
-            self._extra_off("probe_cost", "attach_failed", self.run_stats.error)
+            self.extra_off("probe_cost", "attach_failed", self.run_stats.error)
         self.extras["kprobes"] = ProbeState("kprobes")
-        self._extra_off("kprobes", "no_kprobes" if not _have_kprobes() else "disabled",
+        self.extra_off("kprobes", "no_kprobes" if not _have_kprobes() else "disabled",
                         "kprobe extras are not built yet; every probe uses tracepoints")
 
     def _off(self, name: str, off: ProbeOff) -> None:
@@ -90,7 +96,7 @@ class ProbeSet:
         level = logging.INFO if off.code == "disabled" else logging.WARNING
         log.log(level, "probe %s off (%s): %s", name, off.code, off.message)
 
-    def _extra_off(self, name: str, code: str, reason: str) -> None:
+    def extra_off(self, name: str, code: str, reason: str) -> None:
         self.extras[name].on, self.extras[name].code, self.extras[name].reason = False, code, reason
 
     def close(self) -> None:
@@ -104,7 +110,8 @@ class ProbeSet:
         self.watched[cgroup_id] = agent
         for probe in self.loaded.values():
             table = probe.table("watched")
-            table[ctypes.c_uint64(cgroup_id)] = ctypes.c_uint32(agent)
+            # A per-CPU map: one value per possible CPU, each with the agent and a zero count.
+            table[ctypes.c_uint64(cgroup_id)] = table.Leaf(*(table.sLeaf(agent, 0, 0) for _ in range(table.total_cpu)))
 
     def unwatch(self, cgroup_id: int) -> None:
         self.watched.pop(cgroup_id, None)
@@ -116,6 +123,26 @@ class ProbeSet:
     def unwatch_all(self) -> None:
         for cgroup_id in list(self.watched):
             self.unwatch(cgroup_id)
+
+    # -- the probes' own cost ----------------------------------------------------
+    def run_counts(self) -> dict[str, tuple[int, int]]:
+        """(run_time_ns, run_cnt) of each loaded probe's programs, as the kernel has counted so far."""
+        out = {}
+        for name, probe in self.loaded.items():
+            run_ns = run_cnt = 0
+            for fd in probe.prog_fds():
+                ns, cnt = RunStats.read(fd)
+                run_ns, run_cnt = run_ns + ns, run_cnt + cnt
+            out[name] = (run_ns, run_cnt)
+        return out
+
+    def add_cost(self, start: dict[str, tuple[int, int]], end: dict[str, tuple[int, int]], scale: float) -> None:
+        """Add what the kernel counted between two :meth:`run_counts`, times ``scale`` (1 / the share of time
+        the stats were on), to the estimates."""
+        for name, (ns, cnt) in end.items():
+            ns0, cnt0 = start.get(name, (ns, cnt))
+            self.cost_ns[name] = self.cost_ns.get(name, 0.0) + max(ns - ns0, 0) * scale
+            self.cost_runs[name] = self.cost_runs.get(name, 0.0) + max(cnt - cnt0, 0) * scale
 
     # -- reading -------------------------------------------------------------
     def poll_events(self) -> None:
@@ -130,12 +157,8 @@ class ProbeSet:
             stats = probe.table("nf_stats")
             snap.lost[name] = int(stats[ctypes.c_int(STAT_LOST)].value)
             snap.map_full[name] = int(stats[ctypes.c_int(STAT_MAP_FULL)].value)
-            if self.run_stats.fd >= 0:
-                run_ns = run_cnt = 0
-                for fd in probe.prog_fds():
-                    ns, cnt = RunStats.read(fd)
-                    run_ns, run_cnt = run_ns + ns, run_cnt + cnt
-                snap.run_ns[name], snap.run_cnt[name] = run_ns, run_cnt
+            if name in self.cost_ns:
+                snap.run_ns[name], snap.run_cnt[name] = round(self.cost_ns[name]), round(self.cost_runs[name])
         if "syscalls" in self.loaded:
             self._read_syscalls(self.loaded["syscalls"], snap)
         if "tcp" in self.loaded:

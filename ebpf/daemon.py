@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from neuroflow.ebpf.collector import ProbeSet
 from neuroflow.ebpf.metrics import SnapshotCollector, render
 from neuroflow.ebpf.registry import Registry
+from neuroflow.ebpf.share import Sharing
 from neuroflow.ebpf.snapshot import Snapshot
 from neuroflow.ebpf.watch import Link
 
@@ -30,6 +31,7 @@ class State:
     registry: Registry
     link: Link | None
     headers: dict[str, str]
+    sharing: Sharing | None = None
     started: float = field(default_factory=time.time)
     latest: Snapshot | None = None
     previous: Snapshot | None = None
@@ -80,6 +82,8 @@ class State:
                 "socket": self.link.socket, "connected": self.link.connected, "error": self.link.error,
                 "events": self.link.events, "reconnects": self.link.reconnects,
                 "workers_without_cgroup_id": self.link.no_cgroup},
+            "syscall_counts_shared": None if self.sharing is None else {
+                "socket": self.sharing.socket, "shared": self.sharing.shared, "error": self.sharing.error},
             "probes": self.probes.status(),
             "watched_cgroups": len(self.probes.watched),
             "lost_events_total": sum(snap.lost.values()),
@@ -101,6 +105,32 @@ async def poller(state: State, interval: float) -> None:
     while True:
         await asyncio.to_thread(state.poll)  # map reads are syscalls; keep them off the loop
         await asyncio.sleep(interval)
+
+
+async def cost_sampler(probes: ProbeSet, share: float, period: float = 10.0) -> None:
+    """Turn the BPF run-time stats on for ``share`` of every ``period`` and add what they count,
+    scaled by 1 / ``share``, to the probes' cost estimates (``share`` 1: always on, exact).
+
+    Each period starts with the stats off, so what runs right after the daemon starts (a
+    benchmark's first measurement) pays what it pays most of the time.
+    """
+    window = 1.0 if share >= 1 else period * share
+    while True:
+        if share < 1:
+            await asyncio.sleep(period - window)
+        if not probes.run_stats.enable():
+            probes.extra_off("probe_cost", "attach_failed", probes.run_stats.error)
+            return
+        start = await asyncio.to_thread(probes.run_counts)
+        try:
+            await asyncio.sleep(window)
+            end = await asyncio.to_thread(probes.run_counts)
+        finally:
+            if share < 1:
+                probes.run_stats.close()
+        probes.add_cost(start, end, 1 / min(share, 1.0))
+        if share >= 1:
+            probes.run_stats.close()  # reopened at once: the stats stay on
 
 
 def make_app(state: State) -> web.Application:

@@ -26,11 +26,12 @@ from aiohttp import web
 
 from neuroflow.ebpf._bcc import import_bcc
 from neuroflow.ebpf.collector import ProbeSet
-from neuroflow.ebpf.daemon import State, make_app, poller
+from neuroflow.ebpf.daemon import State, cost_sampler, make_app, poller
 from neuroflow.ebpf.errors import ProbeOff
 from neuroflow.ebpf.headers import prepare_kernel_source
 from neuroflow.ebpf.probes import PROBES, print_program
 from neuroflow.ebpf.registry import Registry, Worker
+from neuroflow.ebpf.share import Sharing, offer, socket_beside
 from neuroflow.ebpf.watch import Link, follow
 
 log = logging.getLogger("neuroflow.ebpf")
@@ -48,6 +49,7 @@ class Config:
     probes: tuple[str, ...]
     syscall_latency: bool
     probe_cost: bool
+    probe_cost_sample: float
     interval: float
     header_dir: Path
     watch: tuple[tuple[str, Path], ...]
@@ -76,8 +78,12 @@ class Config:
             watch.append((agent, Path(path)))
         if args.interval <= 0:
             raise SystemExit("neuroflow-ebpf: --interval: expected seconds > 0")
+        if not 0 < args.probe_cost_sample <= 1:
+            raise SystemExit("neuroflow-ebpf: --probe-cost-sample: expected a share > 0 and <= 1, "
+                             f"got {args.probe_cost_sample}")
         return cls(supervisor=args.supervisor or None, host=host, port=port_number, probes=probes,
-                   syscall_latency=args.syscall_latency, probe_cost=args.probe_cost, interval=args.interval,
+                   syscall_latency=args.syscall_latency, probe_cost=args.probe_cost,
+                   probe_cost_sample=args.probe_cost_sample, interval=args.interval,
                    header_dir=Path(args.header_dir), watch=tuple(watch))
 
 
@@ -93,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-syscall latency histograms (~0.55 µs per traced syscall; default off)")
     parser.add_argument("--probe-cost", action=argparse.BooleanOptionalAction, default=True,
                         help="count the probes' own kernel CPU time (BPF run-time stats; default on)")
+    parser.add_argument("--probe-cost-sample", type=float, default=0.1, metavar="SHARE",
+                        help="share of the time those stats are on, the estimate scaled up (two clock reads "
+                             "per program run while on; 1: always, exact; default %(default)s)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between map reads")
     parser.add_argument("--header-dir", default=os.path.join(os.environ.get("RUNTIME_DIRECTORY", "/run/neuroflow-ebpf"),
                                                              "kernel-headers"),
@@ -121,7 +130,10 @@ async def run(config: Config) -> None:
         registry.add(Worker(agent, "", f"static:{cgroup_dir}", 0, cgroup_dir.stat().st_ino))
         probes.watch(cgroup_dir.stat().st_ino, registry.index(agent))
     link = Link(config.supervisor) if config.supervisor else None
-    state = State(probes, registry, link, headers)
+    syscalls = probes.loaded.get("syscalls")
+    beside = socket_beside(config.supervisor)
+    sharing = Sharing(beside) if syscalls is not None and beside is not None else None
+    state = State(probes, registry, link, headers, sharing)
     runner = web.AppRunner(make_app(state), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
@@ -135,8 +147,15 @@ async def run(config: Config) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             jobs = [tasks.create_task(poller(state, config.interval))]
+            if probes.extras.get("probe_cost") and probes.extras["probe_cost"].on:
+                probes.extras["probe_cost"].detail = (
+                    "exact (stats always on)" if config.probe_cost_sample >= 1
+                    else f"estimated: stats on {config.probe_cost_sample:.0%} of the time, scaled up")
+                jobs.append(tasks.create_task(cost_sampler(probes, config.probe_cost_sample)))
             if link is not None:
                 jobs.append(tasks.create_task(follow(link, registry, probes)))
+            if sharing is not None and syscalls is not None:
+                jobs.append(tasks.create_task(offer(sharing, syscalls.table("watched").map_fd)))
             await stop.wait()
             for job in jobs:
                 job.cancel()

@@ -18,6 +18,7 @@ from neuroflow.v1 import supervisor_pb2_grpc as pb_grpc
 
 from . import logs
 from .config import Config, load_config, runtime_paths, socket_gid
+from .kernel_counts import COUNTS, SOCKET_NAME
 from .registry import Registry
 from .sandbox.cgroup_common import CgroupError
 from .sandbox.cgroups import Cgroups
@@ -75,6 +76,11 @@ async def serve(config: Config) -> int:
     try:
         await telemetry.start(lambda: [p for e in list(registry.agents.values())
                                        for p in (e.pool, e.previous) if p is not None])
+        try:
+            COUNTS.start(config.socket.parent / SOCKET_NAME)
+        except OSError as exc:  # request spans go without syscall counts
+            log.error("cannot listen for neuroflow-ebpf's syscall counts at %s: %s",
+                      config.socket.parent / SOCKET_NAME, exc.strerror)
         await registry.start_all()
         if config.watch:
             registry.watch(config.debounce)
@@ -95,6 +101,7 @@ async def serve(config: Config) -> int:
         await server.stop(grace=2)
     finally:
         await registry.stop_all()
+        COUNTS.close()
         await telemetry.close()
         await asyncio.to_thread(cgroups.teardown)
         if config.socket.exists():

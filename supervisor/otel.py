@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from prometheus_client import CollectorRegistry
@@ -124,11 +124,14 @@ class TelemetryConfig:
     trace_files: int = 5
     #: Share of the traces that start here (calls without a ``traceparent``) that are recorded.
     sample_ratio: float = 1.0
+    #: A request whose worker made at least this many syscalls for it gets a
+    #: "syscall burst" event on its dispatch span (with neuroflow-ebpf running).
+    syscall_burst: int = 10_000
     alerts: AlertRules = field(default_factory=AlertRules)
 
 
 _TELEMETRY_KEYS = {"metrics_listen", "otlp_endpoint", "otlp_protocol", "trace_dir", "trace_file_bytes",
-                   "trace_files", "sample_ratio", "alerts"}
+                   "trace_files", "sample_ratio", "syscall_burst", "alerts"}
 _ALERT_KEYS = {"window", "error_rate", "min_requests", "p99", "limit_breaches"}
 
 
@@ -171,6 +174,8 @@ def parse_telemetry(raw: Any, where: str) -> TelemetryConfig:
         values["trace_file_bytes"] = parse_size(raw["trace_file_bytes"], f"{where}.trace_file_bytes")
     if "trace_files" in raw:
         values["trace_files"] = positive_int(raw["trace_files"], f"{where}.trace_files")
+    if "syscall_burst" in raw:
+        values["syscall_burst"] = positive_int(raw["syscall_burst"], f"{where}.syscall_burst")
     if "alerts" in raw:
         values["alerts"] = _parse_alerts(raw["alerts"], f"{where}.alerts")
     return TelemetryConfig(**values)
@@ -226,8 +231,8 @@ class Span:
     :func:`start_span` (current for the ``with`` block) or :meth:`child`.
     """
 
-    __slots__ = ("attributes", "end_time", "kind", "name", "parent_id", "remote_parent", "span_id", "start_time",
-                 "status", "status_message", "trace_id")
+    __slots__ = ("attributes", "end_time", "events", "kind", "name", "parent_id", "remote_parent", "span_id",
+                 "start_time", "status", "status_message", "trace_id")
 
     def __init__(self, name: str, trace_id: int, parent_id: int = 0, kind: SpanKind = SpanKind.INTERNAL,
                  attributes: Mapping[str, Any] | None = None, remote_parent: bool = False) -> None:
@@ -240,9 +245,15 @@ class Span:
         self.attributes: dict[str, Any] = dict(attributes) if attributes else {}
         self.status, self.status_message = StatusCode.UNSET, ""
         self.start_time, self.end_time = time.time_ns(), 0
+        self.events: list[Event] | None = None
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.events is None:
+            self.events = []
+        self.events.append(Event(name, dict(attributes) if attributes else None, time.time_ns()))
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         self.attributes.update(attributes)
@@ -279,7 +290,7 @@ class Span:
             status=Status(self.status, self.status_message or None) if self.status is StatusCode.ERROR
             else Status(self.status),
             start_time=self.start_time, end_time=max(self.end_time, self.start_time),
-            instrumentation_scope=_SCOPE,
+            events=self.events or (), instrumentation_scope=_SCOPE,
         )
 
 
@@ -290,6 +301,9 @@ class NoSpan:
         pass
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         pass
 
     def set_status(self, status: StatusCode, description: str = "") -> None:

@@ -98,6 +98,8 @@ def span_to_json(span: ReadableSpan) -> dict[str, Any]:
         "status": span.status.status_code.name,
         "status_message": span.status.description or "",
         "attributes": dict(span.attributes or {}),
+        **({"events": [{"name": e.name, "time_unix_nano": e.timestamp, "attributes": dict(e.attributes or {})}
+                       for e in span.events]} if span.events else {}),
     }
 
 

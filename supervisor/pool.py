@@ -384,6 +384,7 @@ class AgentPool:
             with telemetry.queue_span(self.name):
                 worker = await self._acquire(deadline, timeout)
         span = telemetry.start_dispatch(self.name, worker.id, request)
+        syscalls = telemetry.syscalls_before(span, worker)
         fut = worker.submit(request)
         worker.spans[request.id] = span
         self._keep_spare()
@@ -397,6 +398,8 @@ class AgentPool:
         finally:
             timer.cancel()
             worker.spans.pop(request.id, None)
+            if syscalls is not None:
+                telemetry.syscalls_after(span, worker, syscalls, request.id)
             span.end()
 
     def _egress_connected(self, conn: Any, started_ns: int, code: str) -> None:

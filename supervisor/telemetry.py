@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from neuroflow.v1 import worker_pb2 as wpb
 
+from .kernel_counts import COUNTS
 from .logs import UNSAMPLED_TRACE
 from .otel import (
     DURATION_BUCKETS,
@@ -160,6 +161,35 @@ def queue_span(agent: str) -> contextlib.AbstractContextManager[Span | NoSpan]:
     return start_span("supervisor queue", attributes={"neuroflow.agent": agent})
 
 
+def syscalls_before(span: Span | NoSpan, worker: Worker) -> int | None:
+    """The worker's syscall count (from neuroflow-ebpf) as a sampled request is dispatched to it,
+    if the worker has no other request in flight; else None."""
+    if not isinstance(span, Span) or not COUNTS.active or worker.inflight or worker.leaf is None:
+        return None
+    return COUNTS.syscalls(worker.leaf.cgroup_id)
+
+
+def syscalls_after(span: Span | NoSpan, worker: Worker, before: int, frame_id: int) -> None:
+    """After the reply: the syscalls the worker made for this request, on its dispatch span.
+
+    Only if nothing else reached the worker meanwhile (no other request, no health check):
+    then every syscall in its cgroup since ``before`` was made for this request.
+    """
+    if worker.inflight or worker.last_frame_id != frame_id or worker.leaf is None:
+        return
+    after = COUNTS.syscalls(worker.leaf.cgroup_id)
+    if after is None or after < before:
+        return
+    calls = after - before
+    span.set_attribute("neuroflow.syscalls", calls)
+    tel = _ACTIVE[0]
+    threshold = (tel.config if tel is not None else TelemetryConfig()).syscall_burst
+    if calls >= threshold and isinstance(span, Span):
+        seconds = max(time.time_ns() - span.start_time, 1) / 1e9
+        span.add_event("syscall burst", {"neuroflow.syscalls": calls,
+                                         "neuroflow.syscalls_per_second": round(calls / seconds)})
+
+
 def start_dispatch(agent: str, worker_id: str, request: wpb.InvokeRequest) -> Span | NoSpan:
     """Start the span of the request on its worker (the caller ends it); its ids go to the
     worker as the parent of ``worker handle``."""
@@ -171,8 +201,6 @@ def start_dispatch(agent: str, worker_id: str, request: wpb.InvokeRequest) -> Sp
     span = parent.child("supervisor dispatch", attributes={"neuroflow.agent": agent, "neuroflow.worker": worker_id})
     request.trace_id, request.parent_span_id, request.sampled = span.trace_id_hex, f"{span.span_id:016x}", True
     return span
-
-
 
 
 # -- the supervisor's telemetry, wired at start --------------------------------------------------

@@ -67,5 +67,12 @@ def render_trace(spans: Sequence[dict[str, Any]], trace_id: str) -> str:
         took = (s["end_unix_nano"] - s["start_unix_nano"]) / 1e6
         status = f"  [{s['status'].lower()}: {s['status_message']}]" if s["status"] == "ERROR" else ""
         where = s.get("service") or ""
-        lines.append(f"{start:9.3f} ms {took:9.3f} ms  {'  ' * depth}{s['name']}  ({where}){status}")
+        calls = s["attributes"].get("neuroflow.syscalls")
+        syscalls = f"  [{calls} syscalls]" if calls is not None else ""
+        lines.append(f"{start:9.3f} ms {took:9.3f} ms  {'  ' * depth}{s['name']}  ({where}){syscalls}{status}")
+        for event in s.get("events", ()):
+            at = (event["time_unix_nano"] - t0) / 1e6
+            detail = ", ".join(f"{k.removeprefix('neuroflow.')}={v}" for k, v in event["attributes"].items())
+            detail = f" ({detail})" if detail else ""
+            lines.append(f"{at:9.3f} ms {'':12}{'  ' * (depth + 1)}* {event['name']}{detail}")
     return "\n".join(lines)

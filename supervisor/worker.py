@@ -201,6 +201,11 @@ class Worker:
         self._send(wpb.ToWorker(invoke=request))
         return fut
 
+    @property
+    def last_frame_id(self) -> int:
+        """The id of the last request or health check sent to the worker."""
+        return self._next_id
+
     def abandon(self, frame_id: int, why: str) -> None:
         """The caller gave up on a request: cancel it; kill the worker if it does not stop."""
         if frame_id not in self.inflight or self.state == "dead" or frame_id in self._grace_timers:

@@ -26,13 +26,31 @@
 #define NF_STAT_LOST 0     /* an event did not fit in the ring buffer */
 #define NF_STAT_MAP_FULL 1 /* an aggregation map had no room for a new key */
 
-/* cgroup v2 id (the inode of the worker's leaf) -> agent index (ebpf/registry.py). */
-BPF_HASH(watched, u64, u32, NF_MAX_CGROUPS);
+/* cgroup v2 id (the inode of the worker's leaf) -> its agent index (ebpf/registry.py)
+ * and, counted by the syscalls probe, the worker's syscalls: the lookup every
+ * syscall makes anyway finds the counter, so a per-worker total costs one add.
+ * Per CPU, so that add is neither atomic nor a cache line shared between CPUs
+ * (an atomic add on one shared value cost ~0.2 us per syscall here); readers sum
+ * the CPUs' values. The supervisor reads it at the start and end of a request
+ * (the map's fd is passed to it, see ebpf/share.py); the layout is mirrored in
+ * neuroflow.supervisor.kernel_counts. */
+struct nf_watch {
+    u32 agent;
+    u32 pad;
+    u64 syscalls;
+};
+
+BPF_PERCPU_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);
 BPF_ARRAY(nf_stats, u64, 2);
 
-static __always_inline u32 *nf_current_agent(void) {
+static __always_inline struct nf_watch *nf_current_watch(void) {
     u64 cg = bpf_get_current_cgroup_id();
     return watched.lookup(&cg);
+}
+
+static __always_inline u32 *nf_current_agent(void) {
+    struct nf_watch *w = nf_current_watch();
+    return w ? &w->agent : 0;
 }
 
 static __always_inline void nf_stat(int slot) {

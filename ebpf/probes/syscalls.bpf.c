@@ -1,6 +1,7 @@
-/* Per-agent syscall counts (on sys_enter only: the cheap part) and, when built
- * with NF_LATENCY, per-agent per-syscall latency histograms (sys_enter ->
- * sys_exit, about 0.55 us per traced syscall here, so it is switchable).
+/* Per-agent syscall counts and each worker's total (on sys_enter only: the
+ * cheap part) and, when built with NF_LATENCY, per-agent per-syscall latency
+ * histograms (sys_enter -> sys_exit, about 0.55 us per traced syscall here, so
+ * it is switchable).
  *
  * Raw tracepoints: sys_enter gets (regs, id) in ctx->args; sys_exit gets
  * (regs, ret). The syscall number at exit comes from our own start map, not
@@ -36,10 +37,11 @@ BPF_HASH(sc_sum_ns, struct nf_sc_key, u64, NF_MAX_SC_KEYS);
 #endif
 
 RAW_TRACEPOINT_PROBE(sys_enter) {
-    u32 *agent = nf_current_agent();
-    if (!agent)
+    struct nf_watch *w = nf_current_watch();
+    if (!w)
         return 0;
-    struct nf_sc_key key = {.agent = *agent, .nr = (u32)ctx->args[1]};
+    w->syscalls++; /* this CPU's copy: BPF programs run with migration disabled */
+    struct nf_sc_key key = {.agent = w->agent, .nr = (u32)ctx->args[1]};
     u64 *count = sc_counts.lookup(&key);
     if (count) {
         __sync_fetch_and_add(count, 1);

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from neuroflow.ebpf.syscalls import syscall_table
+from neuroflow.supervisor.traces import read_spans
 from neuroflow.v1 import supervisor_pb2 as pb
 from tests.conftest import TEST_AGENTS
 from tests.stack import BIN, Stack
@@ -121,7 +122,8 @@ os.waitpid(os.posix_spawn("/bin/true", ["true"], {}), 0)
 
 def test_counts_connects_and_processes_of_a_watched_cgroup(tmp_path: Path, test_cgroup: Path) -> None:
     n, m, unrelated = 20_000, 25, 50_000
-    daemon = EbpfDaemon(tmp_path, "--supervisor", "", "--watch", f"probe={test_cgroup}", "--syscall-latency")
+    daemon = EbpfDaemon(tmp_path, "--supervisor", "", "--watch", f"probe={test_cgroup}", "--syscall-latency",
+                        "--probe-cost-sample", "1")
     try:
         status = daemon.status()
         on = {p["name"]: p["on"] for p in status["probes"]}
@@ -138,7 +140,7 @@ def test_counts_connects_and_processes_of_a_watched_cgroup(tmp_path: Path, test_
         assert 0 < agent["connect_mean_ms"] < 50
         assert agent["execs"] == 1 and agent["exits"] == 2  # /bin/true, then the workload itself
         assert status["lost_events_total"] == 0 and status["map_full_total"] == 0
-        assert status["probe_cpu_seconds_total"] > 0
+        assert daemon.wait(lambda s: s["probe_cpu_seconds_total"] > 0)  # exact here: the stats are always on
         assert [e["filename"] for e in status["recent_execs"]] == ["/bin/true"]
         text = daemon.metrics()
         count = re.search(r'neuroflow_agent_syscalls_total\{agent="probe",syscall="getppid"\} (\S+)', text)
@@ -173,7 +175,9 @@ def test_follows_the_supervisor_workers(tmp_path: Path) -> None:
         daemon = EbpfDaemon(tmp_path, "--supervisor", str(stack.socket))
         try:
             daemon.wait(lambda s: s["supervisor"]["connected"] and s["watched_cgroups"] >= 1
-                        and s["agents"].get("sysload", {}).get("workers", 0) >= 1)
+                        and s["agents"].get("sysload", {}).get("workers", 0) >= 1
+                        and s["syscall_counts_shared"]["shared"])
+            assert "neuroflow-ebpf shares its syscall counts" in stack.log_text("supervisor")
             before = daemon.status()["agents"]["sysload"]["syscall_counts"].get(str(GETPPID), 0)
             reply = stack.stub().Invoke(pb.InvokeCall(agent="sysload", input_json=json.dumps(
                 {"op": "getppid", "n": n}).encode(), request_id="ebpf-test"), timeout=60)
@@ -181,6 +185,12 @@ def test_follows_the_supervisor_workers(tmp_path: Path) -> None:
             status = daemon.wait(lambda s: s["agents"]["sysload"]["syscall_counts"].get(str(GETPPID), 0) >= before + n)
             after = status["agents"]["sysload"]["syscall_counts"][str(GETPPID)]
             assert n <= after - before <= n + 2
+            # The request's dispatch span carries the syscalls its worker made for it, with a burst event.
+            dispatch = _dispatch_span(stack, "ebpf-test")
+            assert n <= dispatch["attributes"]["neuroflow.syscalls"] <= n + 500, dispatch
+            (burst,) = dispatch["events"]
+            assert burst["name"] == "syscall burst"
+            assert burst["attributes"]["neuroflow.syscalls"] == dispatch["attributes"]["neuroflow.syscalls"]
             unrelated = subprocess.run([sys.executable, "-c", f"import os\nfor _ in range({n}): os.getppid()"])
             assert unrelated.returncode == 0
             time.sleep(0.5)
@@ -197,9 +207,27 @@ def test_follows_the_supervisor_workers(tmp_path: Path) -> None:
             assert re.search(r"^sysload +1 +[\d.-]+ +\d+\.\d ", top.stdout, re.MULTILINE), top.stdout
 
             stack.stop_supervisor()
-            daemon.wait(lambda s: not s["supervisor"]["connected"] and s["watched_cgroups"] == 0)
+            daemon.wait(lambda s: not s["supervisor"]["connected"] and s["watched_cgroups"] == 0
+                        and not s["syscall_counts_shared"]["shared"])
             stack.start_supervisor()
-            daemon.wait(lambda s: s["supervisor"]["connected"] and s["watched_cgroups"] >= 1, timeout=30)
+            daemon.wait(lambda s: s["supervisor"]["connected"] and s["watched_cgroups"] >= 1
+                        and s["syscall_counts_shared"]["shared"], timeout=30)
         finally:
             daemon.stop()
     assert daemon.proc.returncode == 0, daemon.log.read_text()
+
+
+def _dispatch_span(stack: Stack, request_id: str, timeout: float = 10) -> dict:
+    """The ``supervisor dispatch`` span of the call with ``request_id``, from the supervisor's trace files."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = read_spans([stack.state_dir / "traces"])
+        server = [s for s in spans if s["name"] == "neuroflow.v1.Supervisor/InvokeStream"
+                  and s["attributes"].get("neuroflow.request_id") == request_id]
+        dispatch = [s for s in spans if server and s["name"] == "supervisor dispatch"
+                    and s["parent_span_id"] == server[0]["span_id"]]
+        if dispatch:
+            return dispatch[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no dispatch span of {request_id} in {stack.state_dir / 'traces'}")
+        time.sleep(0.1)

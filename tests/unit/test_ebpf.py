@@ -54,7 +54,8 @@ def test_syscall_table() -> None:
 def test_probe_sources_paste_the_common_header() -> None:
     for spec in PROBES.values():
         text = program_text(spec)
-        assert "BPF_HASH(watched, u64, u32, NF_MAX_CGROUPS);" in text and '#include "nf_common.h"' not in text
+        assert "BPF_PERCPU_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);" in text
+        assert '#include "nf_common.h"' not in text
 
 
 def test_probes_follow_the_kernels_tracepoint_fields(tmp_path: Path) -> None:
@@ -139,3 +140,34 @@ def test_top_rows() -> None:
                         {"agents": {"calc": {"cpu_percent": 3.0, "rss_bytes": 2 * 2**20, "syscalls_per_s": 900.0,
                                              "connect_p99_ms": 0.5, "connects_total": 3}}})
     assert rows == [["calc", "2", "12.5", "3.2", "3.0", "2.0", "900", "0.50", "3"]]
+
+
+def test_sampled_probe_cost_is_scaled_up_and_only_grows() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from neuroflow.ebpf.collector import ProbeSet
+    from neuroflow.ebpf.daemon import cost_sampler
+
+    probes = ProbeSet(("syscalls",), latency=False, probe_cost=True)
+    probes.add_cost({"syscalls": (1_000, 10)}, {"syscalls": (4_000, 40)}, scale=10)
+    assert probes.cost_ns == {"syscalls": 30_000} and probes.cost_runs == {"syscalls": 300}
+    probes.add_cost({"syscalls": (9_000, 90)}, {"syscalls": (5_000, 50)}, scale=10)  # a reset never subtracts
+    assert probes.cost_ns == {"syscalls": 30_000}
+
+    # The sampler: off for (1 - share) x period, then on for share x period; what they counted x 1/share.
+    reads = iter([{"syscalls": (0, 0)}, {"syscalls": (500, 5)}, {"syscalls": (500, 5)}, {"syscalls": (900, 9)}])
+    on: list[bool] = []
+    stats = SimpleNamespace(enable=lambda: on.append(True) or True, close=lambda: on.append(False), error="")
+    fake = SimpleNamespace(run_stats=stats, run_counts=lambda: next(reads), cost_ns={}, cost_runs={})
+    fake.add_cost = lambda start, end, scale: ProbeSet.add_cost(fake, start, end, scale)  # type: ignore[arg-type]
+
+    async def two_cycles() -> None:
+        task = asyncio.create_task(cost_sampler(fake, 0.25, period=0.2))  # type: ignore[arg-type]
+        await asyncio.sleep(0.45)  # two periods: 0.15 s off, then 0.05 s on
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(two_cycles())
+    assert fake.cost_ns == {"syscalls": 3_600} and fake.cost_runs == {"syscalls": 36}  # (500 + 400) x 4
+    assert on[:4] == [True, False, True, False]

@@ -137,11 +137,28 @@ def test_orphan_spans_still_render(tmp_path: Path) -> None:
     assert "lost  (x)  [error: bad]" in out and "2.000 ms" in out
 
 
+def test_light_span_events_reach_the_files_and_the_rendering(tmp_path: Path) -> None:
+    span = otel.Span("supervisor dispatch", int(TRACE, 16))
+    span.set_attribute("neuroflow.syscalls", 30009)
+    span.add_event("syscall burst", {"neuroflow.syscalls": 30009, "neuroflow.syscalls_per_second": 1263135})
+    span.end()
+    exporter = otel_export.JsonFileSpanExporter(tmp_path, "svc", max_bytes=100_000, keep=1)
+    exporter.export([span.readable(Resource.create({"service.name": "svc"}))])
+    (record,) = traces.read_spans([tmp_path])
+    assert record["events"] == [{"name": "syscall burst", "time_unix_nano": span.events[0].timestamp,  # type: ignore[index]
+                                 "attributes": {"neuroflow.syscalls": 30009, "neuroflow.syscalls_per_second": 1263135}}]
+    lines = traces.render_trace([record], TRACE).splitlines()
+    assert lines[1].endswith("supervisor dispatch  (svc)  [30009 syscalls]")
+    assert lines[2].endswith("* syscall burst (syscalls=30009, syscalls_per_second=1263135)")
+    otel.NO_SPAN.add_event("ignored")  # an unsampled request's span takes events too, and drops them
+
+
 # -- configuration and alert rules ---------------------------------------------------------------
 @pytest.mark.parametrize(("raw", "message"), [
     ({"metrics_listen": "nohost"}, "telemetry.metrics_listen: expected HOST:PORT or 0"),
     ({"otlp_endpoint": "collector:4317"}, "telemetry.otlp_endpoint: expected an http(s) URL"),
     ({"otlp_protocol": "udp"}, "telemetry.otlp_protocol: expected grpc or http/protobuf"),
+    ({"syscall_burst": 0}, "telemetry.syscall_burst: expected an integer >= 1"),
     ({"alerts": {"error_rate": 2}}, "telemetry.alerts.error_rate: expected a number from 0 to 1"),
     ({"alerts": {"bogus": 1}}, "telemetry.alerts.bogus: unknown key"),
     ({"tracing": True}, "telemetry.tracing: unknown key"),
