@@ -97,7 +97,10 @@ class KernelCounts:
         self._listener: socket.socket | None = None
         self._provider: socket.socket | None = None
         self._key = ctypes.c_uint64()
-        self._cpus = possible_cpus()
+        try:
+            self._cpus = possible_cpus()
+        except (OSError, ValueError):  # a lookup writes one value per possible CPU: unknown, no lookups
+            self._cpus = 0
         self._value = ctypes.create_string_buffer(_VALUE.size * self._cpus)  # 16 bytes: already 8-aligned
         self._attr = _LookupAttr(0, 0, ctypes.addressof(self._key), ctypes.addressof(self._value), 0)
 
@@ -196,6 +199,8 @@ class KernelCounts:
         reason = None if ok else f"expected one JSON line {{'map': 'watched', 'layout': {LAYOUT!r}}}"
         if reason is None and len(fds) != 1:
             reason = f"expected one fd, got {len(fds)}"
+        if reason is None and not self._cpus:
+            reason = "cannot read /sys/devices/system/cpu/possible (how many values a lookup returns)"
         if reason is None:
             reason = check_map(fds[0])
         if reason is not None:

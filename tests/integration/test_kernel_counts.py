@@ -89,3 +89,13 @@ def test_the_daemon_hands_over_its_map_and_the_supervisor_reads_it(tmp_path: Pat
         assert not path.exists()
 
     asyncio.run(main())
+
+
+def test_no_map_is_taken_without_knowing_the_cpu_count() -> None:
+    # A lookup writes one value per possible CPU into the buffer: unknown count, no lookups at all.
+    counts = KernelCounts()
+    counts._cpus = 0
+    fd = _create(16)
+    header = json.dumps({"map": "watched", "layout": LAYOUT}).encode()
+    reason = counts._adopt(header, [fd])  # closes the fd it refuses
+    assert reason is not None and "possible" in reason and not counts.active
