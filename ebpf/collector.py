@@ -79,8 +79,7 @@ class ProbeSet:
         self.extras["probe_cost"] = ProbeState("probe_cost")
         if not self.probe_cost:
             self.extra_off("probe_cost", "disabled", "--no-probe-cost")
-        elif self.loaded and self.run_stats.enable():  # the daemon's cost_sampler takes it from here
-            self.run_stats.close()
+        elif self.loaded and self.run_stats.enable():  # on; the daemon's cost_sampler reads (and may switch) it
             self.extras["probe_cost"].on = True
             self.cost_ns = dict.fromkeys(self.loaded, 0.0)
             self.cost_runs = dict.fromkeys(self.loaded, 0.0)

@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-syscall latency histograms (~0.55 µs per traced syscall; default off)")
     parser.add_argument("--probe-cost", action=argparse.BooleanOptionalAction, default=True,
                         help="count the probes' own kernel CPU time (BPF run-time stats; default on)")
-    parser.add_argument("--probe-cost-sample", type=float, default=0.1, metavar="SHARE",
-                        help="share of the time those stats are on, the estimate scaled up (two clock reads "
-                             "per program run while on; 1: always, exact; default %(default)s)")
+    parser.add_argument("--probe-cost-sample", type=float, default=1.0, metavar="SHARE",
+                        help="share of the time those stats are on, the estimate scaled up (they cost two clock "
+                             "reads per program run while on; each switch patches kernel code on every CPU; "
+                             "default %(default)s: always on, exact)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between map reads")
     parser.add_argument("--header-dir", default=os.path.join(os.environ.get("RUNTIME_DIRECTORY", "/run/neuroflow-ebpf"),
                                                              "kernel-headers"),

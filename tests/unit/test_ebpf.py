@@ -158,7 +158,20 @@ def test_sampled_probe_cost_is_scaled_up_and_only_grows() -> None:
     # The sampler: off for (1 - share) x period, then on for share x period; what they counted x 1/share.
     reads = iter([{"syscalls": (0, 0)}, {"syscalls": (500, 5)}, {"syscalls": (500, 5)}, {"syscalls": (900, 9)}])
     on: list[bool] = []
-    stats = SimpleNamespace(enable=lambda: on.append(True) or True, close=lambda: on.append(False), error="")
+
+    class Stats:
+        fd, error = 3, ""  # on, as the collector leaves them
+
+        def enable(self) -> bool:
+            on.append(True)
+            self.fd = 3
+            return True
+
+        def close(self) -> None:
+            on.append(False)
+            self.fd = -1
+
+    stats = Stats()
     fake = SimpleNamespace(run_stats=stats, run_counts=lambda: next(reads), cost_ns={}, cost_runs={})
     fake.add_cost = lambda start, end, scale: ProbeSet.add_cost(fake, start, end, scale)  # type: ignore[arg-type]
 
@@ -170,4 +183,20 @@ def test_sampled_probe_cost_is_scaled_up_and_only_grows() -> None:
 
     asyncio.run(two_cycles())
     assert fake.cost_ns == {"syscalls": 3_600} and fake.cost_runs == {"syscalls": 36}  # (500 + 400) x 4
-    assert on[:4] == [True, False, True, False]
+    assert on[:5] == [False, True, False, True, False]  # off at once, then on only for the windows
+
+    # share 1 (the default): the stats stay on, never switched; each second's count is added as it is.
+    reads = iter([{"syscalls": (0, 0)}, {"syscalls": (700, 7)}] + [{"syscalls": (700, 7)}] * 10)
+    on.clear()
+    stats.fd = 3
+    fake.run_counts = lambda: next(reads)
+    fake.cost_ns, fake.cost_runs = {}, {}
+
+    async def one_second() -> None:
+        task = asyncio.create_task(cost_sampler(fake, 1.0))  # type: ignore[arg-type]
+        await asyncio.sleep(1.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(one_second())
+    assert fake.cost_ns == {"syscalls": 700} and on == []
