@@ -95,7 +95,14 @@ class Slow(Agent):
         return Response(output="finished")
 PY
 systemctl restart neuroflow.target
-for _ in $(seq 1 600); do curl -fsS -m 10 localhost:8080/readyz 2>/dev/null | grep -q slow && break; sleep 0.5; done
+# Wait for the slow agent, and for neuroflow-ebpf to have compiled its probes: under emulation
+# that takes LLVM ~20 s of both CPUs, and a request sent meanwhile may not even be read before
+# the stop below (curl then saw an empty reply; this check is about draining, not about load).
+for _ in $(seq 1 600); do
+  curl -fsS -m 10 localhost:8080/readyz 2>/dev/null | grep -q slow \
+    && curl -fsS -m 10 localhost:9466/healthz >/dev/null 2>&1 && break
+  sleep 0.5
+done
 curl -sS -m 60 localhost:8080/v1/agents/slow/invoke -d '{"input": 3}' >/tmp/slow.out 2>&1 &
 curlpid=$!
 sleep 1
@@ -103,7 +110,9 @@ systemctl stop neuroflow-supervisor.service
 wait $curlpid
 cat /tmp/slow.out; echo
 grep -q '"output":"finished"' /tmp/slow.out
-result units-stop-drains $?
+ok=$?
+[ $ok = 0 ] || journalctl -u neuroflow-gateway -u neuroflow-supervisor -n 30 --no-pager
+result units-stop-drains $ok
 [ -z "$(ls -d $svc/neuroflow.default 2>/dev/null)" ]
 result units-stop-cleans-cgroups $?
 
