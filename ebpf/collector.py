@@ -109,8 +109,7 @@ class ProbeSet:
         self.watched[cgroup_id] = agent
         for probe in self.loaded.values():
             table = probe.table("watched")
-            # A per-CPU map: one value per possible CPU, each with the agent and a zero count.
-            table[ctypes.c_uint64(cgroup_id)] = table.Leaf(*(table.sLeaf(agent, 0, 0) for _ in range(table.total_cpu)))
+            table[ctypes.c_uint64(cgroup_id)] = table.Leaf(agent, 0, 0)
 
     def unwatch(self, cgroup_id: int) -> None:
         self.watched.pop(cgroup_id, None)

@@ -1,10 +1,9 @@
 """Each worker's syscall count, from neuroflow-ebpf's kernel map, for the request's span.
 
 neuroflow-ebpf's syscalls probe keeps, in the value of its ``watched`` map
-(cgroup id → agent index, one value per CPU), a count of every syscall made in
-that cgroup: the lookup each syscall makes anyway finds it, so a per-worker
-total costs the kernel one add (``ebpf/probes/nf_common.h``, ``struct
-nf_watch``). A lookup returns every possible CPU's value; the count is their sum.
+(cgroup id → agent index), a count of every syscall made in that cgroup: the
+lookup each syscall makes anyway finds it, so a per-worker total costs the
+kernel one atomic add (``ebpf/probes/nf_common.h``, ``struct nf_watch``).
 
 The daemon hands that map to the supervisor: it connects to ``ebpf-maps.sock``
 beside the gRPC socket (``0600``, and the peer must be root), sends one JSON
@@ -36,19 +35,11 @@ SOCKET_NAME = "ebpf-maps.sock"
 LAYOUT = "nf_watch/1"
 _VALUE = struct.Struct("=IIQ")  # struct nf_watch: u32 agent, u32 pad, u64 syscalls
 _KEY_SIZE = 8  # u64 cgroup id
-_BPF_MAP_TYPE_PERCPU_HASH = 5
+_BPF_MAP_TYPE_HASH = 1
 _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_OBJ_GET_INFO_BY_FD = 15
 _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
-    """How many values a per-CPU map's lookup returns (``0-3`` or ``0,2-5`` → the count of ids)."""
-    last = 0
-    for part in path.read_text().strip().split(","):
-        last = max(last, int(part.rpartition("-")[2]))
-    return last + 1
 
 
 class _LookupAttr(ctypes.Structure):
@@ -82,9 +73,9 @@ def check_map(fd: int) -> str | None:
         _bpf(_BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
     except OSError as exc:
         return f"not a BPF object: {exc.strerror}"
-    if (info.type, info.key_size, info.value_size) != (_BPF_MAP_TYPE_PERCPU_HASH, _KEY_SIZE, _VALUE.size):
+    if (info.type, info.key_size, info.value_size) != (_BPF_MAP_TYPE_HASH, _KEY_SIZE, _VALUE.size):
         return (f"a map of type {info.type} with {info.key_size}-byte keys and {info.value_size}-byte values, "
-                f"not a per-CPU hash of {_KEY_SIZE}-byte keys and {_VALUE.size}-byte values")
+                f"not a hash of {_KEY_SIZE}-byte keys and {_VALUE.size}-byte values")
     return None
 
 
@@ -97,11 +88,7 @@ class KernelCounts:
         self._listener: socket.socket | None = None
         self._provider: socket.socket | None = None
         self._key = ctypes.c_uint64()
-        try:
-            self._cpus = possible_cpus()
-        except (OSError, ValueError):  # a lookup writes one value per possible CPU: unknown, no lookups
-            self._cpus = 0
-        self._value = ctypes.create_string_buffer(_VALUE.size * self._cpus)  # 16 bytes: already 8-aligned
+        self._value = ctypes.create_string_buffer(_VALUE.size)
         self._attr = _LookupAttr(0, 0, ctypes.addressof(self._key), ctypes.addressof(self._value), 0)
 
     @property
@@ -118,8 +105,7 @@ class KernelCounts:
             _bpf(_BPF_MAP_LOOKUP_ELEM, self._attr)
         except OSError:  # ENOENT: not (yet) watched
             return None
-        raw = self._value.raw
-        return sum(_VALUE.unpack_from(raw, cpu * _VALUE.size)[2] for cpu in range(self._cpus))
+        return int(_VALUE.unpack(self._value.raw)[2])
 
     # -- the socket neuroflow-ebpf connects to ---------------------------------------------------
     def start(self, path: Path) -> None:
@@ -199,8 +185,6 @@ class KernelCounts:
         reason = None if ok else f"expected one JSON line {{'map': 'watched', 'layout': {LAYOUT!r}}}"
         if reason is None and len(fds) != 1:
             reason = f"expected one fd, got {len(fds)}"
-        if reason is None and not self._cpus:
-            reason = "cannot read /sys/devices/system/cpu/possible (how many values a lookup returns)"
         if reason is None:
             reason = check_map(fds[0])
         if reason is not None:

@@ -28,11 +28,11 @@
 
 /* cgroup v2 id (the inode of the worker's leaf) -> its agent index (ebpf/registry.py)
  * and, counted by the syscalls probe, the worker's syscalls: the lookup every
- * syscall makes anyway finds the counter, so a per-worker total costs one add.
- * Per CPU, so that add is neither atomic nor a cache line shared between CPUs
- * (an atomic add on one shared value cost ~0.2 us per syscall here); readers sum
- * the CPUs' values. The supervisor reads it at the start and end of a request
- * (the map's fd is passed to it, see ebpf/share.py); the layout is mirrored in
+ * syscall makes anyway finds the counter, so a per-worker total costs one atomic
+ * add. (A per-CPU map would save the atomic, but with one in the VM tier's
+ * Debian 6.1 guest both CPUs locked up in the kernel; not understood, so not
+ * used.) The supervisor reads it at the start and end of a request (the map's fd
+ * is passed to it, see ebpf/share.py); the layout is mirrored in
  * neuroflow.supervisor.kernel_counts. */
 struct nf_watch {
     u32 agent;
@@ -40,7 +40,7 @@ struct nf_watch {
     u64 syscalls;
 };
 
-BPF_PERCPU_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);
+BPF_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);
 BPF_ARRAY(nf_stats, u64, 2);
 
 static __always_inline struct nf_watch *nf_current_watch(void) {

@@ -40,7 +40,7 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
     struct nf_watch *w = nf_current_watch();
     if (!w)
         return 0;
-    w->syscalls++; /* this CPU's copy: BPF programs run with migration disabled */
+    __sync_fetch_and_add(&w->syscalls, 1);
     struct nf_sc_key key = {.agent = w->agent, .nr = (u32)ctx->args[1]};
     u64 *count = sc_counts.lookup(&key);
     if (count) {

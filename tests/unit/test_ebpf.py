@@ -54,7 +54,7 @@ def test_syscall_table() -> None:
 def test_probe_sources_paste_the_common_header() -> None:
     for spec in PROBES.values():
         text = program_text(spec)
-        assert "BPF_PERCPU_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);" in text
+        assert "BPF_HASH(watched, u64, struct nf_watch, NF_MAX_CGROUPS);" in text
         assert '#include "nf_common.h"' not in text
 
 
