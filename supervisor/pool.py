@@ -410,9 +410,8 @@ class AgentPool:
         no span is recorded.
         """
         worker = next((w for w in self.workers if w.host_pid == conn.pid), None) if conn.pid else None
-        spans = list(worker.spans.values()) if worker is not None else []
-        telemetry.egress_connected(self.name, spans[0] if len(spans) == 1 else None, conn.method, conn.dest,
-                                   conn.address, started_ns, code)
+        telemetry.egress_connected(self.name, worker.sole_span if worker is not None else None, conn.method,
+                                   conn.dest, conn.address, started_ns, code)
 
     def _expire(self, fut: asyncio.Future[wpb.InvokeResult], worker: Worker, frame_id: int,
                 timeout: float) -> None:

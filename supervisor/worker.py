@@ -337,6 +337,11 @@ class Worker:
         """The request in flight when there is exactly one (an event can then name it), else ""."""
         return next(iter(self.request_ids.values())) if len(self.request_ids) == 1 else ""
 
+    @property
+    def sole_span(self) -> Span | NoSpan | None:
+        """The dispatch span of the request in flight when there is exactly one, else None."""
+        return next(iter(self.spans.values())) if len(self.spans) == 1 else None
+
     def _find_breach(self) -> tuple[str, str, str] | None:
         """The limit this dead worker hit, as (kind, limit, sentence), if any (reads its cgroup)."""
         status = self.exit_status.result() if self.exit_status.done() else None
